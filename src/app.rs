@@ -1,0 +1,161 @@
+//! Wiring: configuration in, a running server out. `main` and every test
+//! build the server through [`App::build`], so tests run the real thing.
+
+use std::net::SocketAddr;
+use std::str::FromStr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use sqlx::postgres::PgConnectOptions;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::auth::Authenticator;
+use crate::config::Config;
+use crate::embedded_pg::{EmbeddedOptions, EmbeddedPgError, EmbeddedPostgres};
+use crate::rooms::{RoomSettings, Rooms};
+use crate::store::Store;
+
+/// How long shutdown waits for sessions to send their close frames.
+const SESSION_DRAIN: Duration = Duration::from_secs(10);
+
+#[derive(Debug, thiserror::Error)]
+pub enum AppError {
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("invalid database URL: {0}")]
+    DatabaseUrl(#[source] sqlx::Error),
+    #[error("cannot use the database: {0}")]
+    Database(#[from] sqlx::Error),
+    #[error("cannot prepare the database: {0}")]
+    Store(#[from] crate::store::StoreError),
+    #[error(transparent)]
+    EmbeddedPg(#[from] EmbeddedPgError),
+}
+
+/// What every connection and handler shares.
+#[derive(Debug)]
+pub struct AppState {
+    pub config: Config,
+    pub rooms: Arc<Rooms>,
+    pub auth: Authenticator,
+    /// Cancelled to stop the server; sessions watch it to send Close frames.
+    pub shutdown: CancellationToken,
+    /// Upgraded WebSocket sessions, which warp's graceful shutdown does not track.
+    pub sessions: TaskTracker,
+}
+
+/// A built server, listening but not yet serving.
+pub struct App {
+    state: Arc<AppState>,
+    listener: TcpListener,
+    local_addr: SocketAddr,
+    embedded: Option<EmbeddedPostgres>,
+}
+
+impl App {
+    pub async fn build(config: Config) -> Result<Self, AppError> {
+        let listener = TcpListener::bind(config.bind)
+            .await
+            .map_err(|source| AppError::Bind {
+                addr: config.bind,
+                source,
+            })?;
+        let local_addr = listener.local_addr().map_err(|source| AppError::Bind {
+            addr: config.bind,
+            source,
+        })?;
+        let (options, embedded) = match &config.database_url {
+            Some(url) => (
+                PgConnectOptions::from_str(url).map_err(AppError::DatabaseUrl)?,
+                None,
+            ),
+            None => {
+                let pg = EmbeddedPostgres::start(EmbeddedOptions {
+                    root: config.data_dir.join("pg"),
+                    ephemeral: false,
+                })
+                .await?;
+                (pg.connect_options(), Some(pg))
+            }
+        };
+        let store = Store::connect(options).await?;
+        let stale = store.clear_stale_members().await?;
+        if stale > 0 {
+            tracing::info!(stale, "removed members left over from a previous run");
+        }
+        let shutdown = CancellationToken::new();
+        let rooms = Rooms::new(
+            store,
+            RoomSettings {
+                limits: config.message_limits(),
+                default_destroy_delay_secs: config.room_destroy_delay,
+                reconnect_grace: config.reconnect_grace,
+            },
+            shutdown.clone(),
+        );
+        let auth = Authenticator::new(config.auth_secret.as_deref(), config.admin_token.as_deref());
+        if auth.is_open() {
+            tracing::warn!("no auth secret: open mode, any userID may log in (local development only)");
+        }
+        Ok(Self {
+            state: Arc::new(AppState {
+                config,
+                rooms: Arc::new(rooms),
+                auth,
+                shutdown,
+                sessions: TaskTracker::new(),
+            }),
+            listener,
+            local_addr,
+            embedded,
+        })
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    pub fn port(&self) -> u16 {
+        self.local_addr.port()
+    }
+
+    /// Cancel this token to stop the server (what SIGINT/SIGTERM do).
+    pub fn shutdown_token(&self) -> CancellationToken {
+        self.state.shutdown.clone()
+    }
+
+    /// Serves until the shutdown token is cancelled, then stops accepting,
+    /// closes every WebSocket with a Close frame, and stops the embedded
+    /// PostgreSQL if there is one.
+    pub async fn run_until_stopped(self) {
+        let App {
+            state,
+            listener,
+            local_addr,
+            embedded,
+        } = self;
+        tracing::info!(%local_addr, "roomd listening");
+        let shutdown = state.shutdown.clone();
+        warp::serve(crate::http::routes(state.clone()))
+            .incoming(listener)
+            .graceful(async move { shutdown.cancelled().await })
+            .run()
+            .await;
+        state.sessions.close();
+        if tokio::time::timeout(SESSION_DRAIN, state.sessions.wait()).await.is_err() {
+            tracing::warn!("some connections did not close within {SESSION_DRAIN:?}");
+        }
+        state.rooms.wait_background().await;
+        state.rooms.store().close().await;
+        if let Some(pg) = embedded {
+            pg.stop().await;
+        }
+        tracing::info!("roomd stopped");
+    }
+}

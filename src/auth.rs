@@ -1,0 +1,125 @@
+//! Who may log in and who may read over REST.
+//!
+//! Open mode (no secret) trusts the userID a client claims; with a secret,
+//! `login` needs an HS256 token whose `sub` is that userID. The admin token
+//! is a separate, static credential for operators and backends.
+
+use jsonwebtoken::{Algorithm, DecodingKey, Validation};
+use serde::Deserialize;
+use subtle::ConstantTimeEq;
+
+use crate::domain::{UserId, UserInfo, UserName};
+
+/// Seconds of clock skew tolerated on `exp`.
+const LEEWAY_SECS: u64 = 30;
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum AuthError {
+    #[error("a token is required")]
+    Missing,
+    #[error("the token is invalid: {0}")]
+    Invalid(String),
+    #[error("the token was issued for another user")]
+    WrongSubject,
+}
+
+#[derive(Deserialize)]
+struct Claims {
+    sub: String,
+    name: Option<String>,
+}
+
+/// The identity behind a REST request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Reader {
+    /// The admin token: reads every room, including destroyed rooms' history.
+    Admin,
+    /// Open mode with no admin token: reads everything (local development).
+    Anyone,
+    /// A user token: reads only rooms the user is a member of.
+    User(UserId),
+}
+
+pub struct Authenticator {
+    jwt: Option<(DecodingKey, Validation)>,
+    admin_token: Option<String>,
+}
+
+impl std::fmt::Debug for Authenticator {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never print secrets.
+        f.debug_struct("Authenticator")
+            .field("open", &self.jwt.is_none())
+            .field("admin_token", &self.admin_token.is_some())
+            .finish()
+    }
+}
+
+impl Authenticator {
+    pub fn new(secret: Option<&str>, admin_token: Option<&str>) -> Self {
+        let jwt = secret.map(|secret| {
+            let mut validation = Validation::new(Algorithm::HS256);
+            validation.leeway = LEEWAY_SECS;
+            validation.set_required_spec_claims(&["exp", "sub"]);
+            (DecodingKey::from_secret(secret.as_bytes()), validation)
+        });
+        Self {
+            jwt,
+            admin_token: admin_token.map(str::to_owned),
+        }
+    }
+
+    pub fn is_open(&self) -> bool {
+        self.jwt.is_none()
+    }
+
+    /// Checks a `login`; returns the user as they will be known.
+    pub fn login(&self, claimed: UserInfo, token: Option<&str>) -> Result<UserInfo, AuthError> {
+        let Some((key, validation)) = &self.jwt else {
+            return Ok(claimed);
+        };
+        let token = token.ok_or(AuthError::Missing)?;
+        let claims = self.verify(key, validation, token)?;
+        if claims.sub != claimed.user_id.as_str() {
+            return Err(AuthError::WrongSubject);
+        }
+        let user_name = match claims.name {
+            Some(name) => UserName::parse(name).map_err(|e| AuthError::Invalid(e.to_string()))?,
+            None => claimed.user_name,
+        };
+        Ok(UserInfo {
+            user_id: claimed.user_id,
+            user_name,
+        })
+    }
+
+    fn verify(&self, key: &DecodingKey, validation: &Validation, token: &str) -> Result<Claims, AuthError> {
+        jsonwebtoken::decode::<Claims>(token, key, validation)
+            .map(|data| data.claims)
+            .map_err(|e| AuthError::Invalid(e.to_string()))
+    }
+
+    /// Decides who a REST request is, from its `Authorization` header.
+    pub fn reader(&self, authorization: Option<&str>) -> Result<Reader, AuthError> {
+        let bearer = authorization.and_then(|h| h.strip_prefix("Bearer ")).map(str::trim);
+        let Some(token) = bearer else {
+            return if self.jwt.is_none() && self.admin_token.is_none() {
+                Ok(Reader::Anyone)
+            } else {
+                Err(AuthError::Missing)
+            };
+        };
+        if let Some(admin) = &self.admin_token
+            && bool::from(admin.as_bytes().ct_eq(token.as_bytes()))
+        {
+            return Ok(Reader::Admin);
+        }
+        let Some((key, validation)) = &self.jwt else {
+            return Err(AuthError::Invalid("not the admin token".into()));
+        };
+        let claims = self.verify(key, validation, token)?;
+        UserId::parse(claims.sub)
+            .map(Reader::User)
+            .map_err(|e| AuthError::Invalid(e.to_string()))
+    }
+}

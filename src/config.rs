@@ -1,0 +1,109 @@
+//! Every setting of roomd: its flag, its environment variable and its default.
+//! `roomd --help` prints this table; the README repeats it.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, ValueEnum};
+
+use crate::rooms::MessageLimits;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line, for log collectors.
+    Json,
+}
+
+fn duration(s: &str) -> Result<Duration, humantime::DurationError> {
+    humantime::parse_duration(s)
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct Config {
+    /// Address to listen on for WebSocket and REST.
+    #[arg(long, env = "ROOMD_BIND", default_value = "127.0.0.1:8080")]
+    pub bind: SocketAddr,
+
+    /// PostgreSQL URL (postgres://user@host:port/db). Unset: roomd runs its
+    /// own private PostgreSQL under <data-dir>/pg.
+    #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
+    pub database_url: Option<String>,
+
+    /// Folder for roomd's own files (the embedded PostgreSQL cluster).
+    #[arg(long, env = "ROOMD_DATA_DIR", default_value = "./data")]
+    pub data_dir: PathBuf,
+
+    /// HS256 secret for login tokens. Unset: open mode, any valid userID may
+    /// log in (local development only).
+    #[arg(long, env = "ROOMD_AUTH_SECRET", hide_env_values = true)]
+    pub auth_secret: Option<String>,
+
+    /// Bearer token that may read every room over REST. When set, REST
+    /// requires a token even in open mode.
+    #[arg(long, env = "ROOMD_ADMIN_TOKEN", hide_env_values = true)]
+    pub admin_token: Option<String>,
+
+    /// Log output format; filter with RUST_LOG (default: info).
+    #[arg(long, env = "ROOMD_LOG_FORMAT", value_enum, default_value = "text")]
+    pub log_format: LogFormat,
+
+    /// Seconds an empty room waits before it is destroyed, unless its
+    /// creator chose roomDestroyDelayTime (0..=10800).
+    #[arg(long, env = "ROOMD_ROOM_DESTROY_DELAY", default_value_t = 0,
+          value_parser = clap::value_parser!(u32).range(0..=10800))]
+    pub room_destroy_delay: u32,
+
+    /// How long a dropped connection keeps its memberships before its user
+    /// leaves (e.g. 30s). 0: leave at once.
+    #[arg(long, env = "ROOMD_RECONNECT_GRACE", default_value = "0s", value_parser = duration)]
+    pub reconnect_grace: Duration,
+
+    /// Time a new connection has to log in before it is closed (4001).
+    #[arg(long, env = "ROOMD_LOGIN_TIMEOUT", default_value = "10s", value_parser = duration)]
+    pub login_timeout: Duration,
+
+    /// Largest WebSocket frame or message accepted, in bytes; a larger one
+    /// closes the connection with 1009.
+    #[arg(long, env = "ROOMD_MAX_FRAME_BYTES", default_value_t = 64 * 1024)]
+    pub max_frame_bytes: usize,
+
+    /// Largest `text`/`custom` message body, in bytes (1007 above it).
+    #[arg(long, env = "ROOMD_MAX_TEXT_BYTES", default_value_t = 32 * 1024)]
+    pub max_text_bytes: usize,
+
+    /// Largest `command`/`barrage` message body, in bytes (1007 above it).
+    #[arg(long, env = "ROOMD_MAX_COMMAND_BYTES", default_value_t = 5 * 1024)]
+    pub max_command_bytes: usize,
+
+    /// Largest `extendedData`, in bytes (1007 above it).
+    #[arg(long, env = "ROOMD_MAX_EXTENDED_DATA_BYTES", default_value_t = 1024)]
+    pub max_extended_data_bytes: usize,
+
+    /// Frames a connection's outbound queue holds; a client that lets it
+    /// fill is closed with 4008 (slow consumer).
+    #[arg(long, env = "ROOMD_OUTBOX_FRAMES", default_value_t = 1024)]
+    pub outbox_frames: usize,
+}
+
+impl Config {
+    /// The defaults, as `roomd` with no flags would use (environment included).
+    pub fn defaults() -> Self {
+        #[derive(clap::Parser)]
+        struct Only {
+            #[command(flatten)]
+            config: Config,
+        }
+        <Only as clap::Parser>::parse_from(["roomd"]).config
+    }
+
+    pub fn message_limits(&self) -> MessageLimits {
+        MessageLimits {
+            text_bytes: self.max_text_bytes,
+            command_bytes: self.max_command_bytes,
+            extended_data_bytes: self.max_extended_data_bytes,
+        }
+    }
+}

@@ -1,0 +1,341 @@
+//! HTTP routes: the WebSocket endpoint, REST history and room reads, health.
+//!
+//! REST handlers return their own JSON errors (`{"error": {...}}`, the same
+//! object as WebSocket error replies) instead of warp rejections, so every
+//! failure a client sees has a code, a reason and a message.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, SecondsFormat, Utc};
+use serde_json::{Value, json};
+use warp::http::StatusCode;
+use warp::reply::{Reply, Response};
+use warp::{Filter, Rejection};
+
+use crate::app::AppState;
+use crate::auth::Reader;
+use crate::domain::RoomId;
+use crate::protocol::{ErrorBody, ErrorCode, HistoryCursor};
+use crate::store::StoreError;
+use crate::store::messages::TimeRange;
+
+/// Largest REST history page.
+const MAX_LIMIT: u32 = 1000;
+const DEFAULT_LIMIT: u32 = 50;
+/// `/readyz` gives the database this long to answer.
+const READY_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// A REST failure: an HTTP status and the protocol's error object.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error("{0}")]
+    BadRequest(String),
+    #[error("{0}")]
+    Unauthorized(String),
+    #[error("not a member of room '{0}'")]
+    Forbidden(RoomId),
+    #[error("room '{0}' does not exist")]
+    RoomNotFound(RoomId),
+    #[error("no route for {0}")]
+    NoRoute(String),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+impl ApiError {
+    fn status_and_body(&self) -> (StatusCode, ErrorBody) {
+        let (status, code) = match self {
+            ApiError::BadRequest(_) => (StatusCode::BAD_REQUEST, ErrorCode::InvalidArgument),
+            ApiError::Unauthorized(_) => (StatusCode::UNAUTHORIZED, ErrorCode::Unauthorized),
+            ApiError::Forbidden(_) => (StatusCode::FORBIDDEN, ErrorCode::NotInRoom),
+            ApiError::RoomNotFound(_) => (StatusCode::NOT_FOUND, ErrorCode::RoomNotFound),
+            ApiError::NoRoute(_) => (StatusCode::NOT_FOUND, ErrorCode::UnknownOp),
+            ApiError::Store(StoreError::Unavailable(e)) => {
+                tracing::warn!(error = %e, "database unavailable");
+                return (
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    ErrorBody::new(ErrorCode::Unavailable, "database unavailable, retry later"),
+                );
+            }
+            ApiError::Store(StoreError::Fault(e)) => {
+                let correlation = crate::correlation_id();
+                tracing::error!(%correlation, error = %e, "database fault");
+                return (
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    ErrorBody::new(
+                        ErrorCode::Internal,
+                        format!("internal error, correlation id {correlation}"),
+                    ),
+                );
+            }
+        };
+        (status, ErrorBody::new(code, self.to_string()))
+    }
+}
+
+impl Reply for ApiError {
+    fn into_response(self) -> Response {
+        let (status, body) = self.status_and_body();
+        warp::reply::with_status(warp::reply::json(&json!({ "error": body })), status).into_response()
+    }
+}
+
+fn respond(result: Result<Value, ApiError>) -> Result<Response, Infallible> {
+    Ok(match result {
+        Ok(body) => warp::reply::json(&body).into_response(),
+        Err(e) => e.into_response(),
+    })
+}
+
+/// Every route roomd serves.
+pub fn routes(app: Arc<AppState>) -> impl Filter<Extract = (Response,), Error = Infallible> + Clone {
+    let with_app = {
+        let app = app.clone();
+        warp::any().map(move || app.clone())
+    };
+    let authorization = warp::header::optional::<String>("authorization");
+    let raw_query = warp::query::raw().or(warp::any().map(String::new)).unify();
+
+    let ws = warp::path!("v1" / "ws")
+        .and(warp::ws())
+        .and(with_app.clone())
+        .map(|ws: warp::ws::Ws, app: Arc<AppState>| {
+            let limit = app.config.max_frame_bytes;
+            ws.max_message_size(limit)
+                .max_frame_size(limit)
+                .on_upgrade(move |socket| {
+                    let sessions = app.sessions.clone();
+                    sessions.track_future(crate::session::serve(socket, app))
+                })
+                .into_response()
+        });
+
+    let healthz = warp::path!("healthz")
+        .and(warp::get())
+        .map(|| warp::reply::json(&json!({ "status": "ok" })).into_response());
+
+    let readyz = warp::path!("readyz")
+        .and(warp::get())
+        .and(with_app.clone())
+        .then(|app: Arc<AppState>| async move {
+            let ready = tokio::time::timeout(READY_TIMEOUT, app.rooms.store().ping()).await;
+            match ready {
+                Ok(Ok(())) => warp::reply::json(&json!({ "status": "ready" })).into_response(),
+                _ => ApiError::Store(StoreError::Unavailable(sqlx::Error::PoolTimedOut)).into_response(),
+            }
+        });
+
+    let messages = warp::path!("v1" / "rooms" / String / "messages")
+        .and(warp::get())
+        .and(raw_query)
+        .and(authorization)
+        .and(with_app.clone())
+        .and_then(|room: String, query: String, auth: Option<String>, app: Arc<AppState>| async move {
+            respond(room_messages(&app, &room, &query, auth.as_deref()).await)
+        });
+
+    let room = warp::path!("v1" / "rooms" / String)
+        .and(warp::get())
+        .and(authorization)
+        .and(with_app.clone())
+        .and_then(|room: String, auth: Option<String>, app: Arc<AppState>| async move {
+            respond(room_info(&app, &room, auth.as_deref()).await)
+        });
+
+    let members = warp::path!("v1" / "rooms" / String / "members")
+        .and(warp::get())
+        .and(raw_query)
+        .and(authorization)
+        .and(with_app)
+        .and_then(|room: String, query: String, auth: Option<String>, app: Arc<AppState>| async move {
+            respond(room_members(&app, &room, &query, auth.as_deref()).await)
+        });
+
+    ws.or(healthz)
+        .unify()
+        .or(readyz)
+        .unify()
+        .or(messages)
+        .unify()
+        .or(room)
+        .unify()
+        .or(members)
+        .unify()
+        .recover(|rejection: Rejection| async move {
+            let response = if rejection.is_not_found() {
+                ApiError::NoRoute("this path".into()).into_response()
+            } else if rejection.find::<warp::reject::MethodNotAllowed>().is_some() {
+                let mut response = ApiError::NoRoute("this method".into()).into_response();
+                *response.status_mut() = StatusCode::METHOD_NOT_ALLOWED;
+                response
+            } else {
+                ApiError::BadRequest(format!("{rejection:?}")).into_response()
+            };
+            Ok::<_, Infallible>(response)
+        })
+        .unify()
+}
+
+/// Percent-decodes and validates a roomID path segment.
+fn room_id(segment: &str) -> Result<RoomId, ApiError> {
+    let decoded = percent_encoding::percent_decode_str(segment)
+        .decode_utf8()
+        .map_err(|_| ApiError::BadRequest("roomID: not valid UTF-8 after percent-decoding".into()))?;
+    RoomId::parse(decoded.into_owned()).map_err(|e| ApiError::BadRequest(e.to_string()))
+}
+
+/// Query parameters as name → value, refusing repeats and unknown names.
+struct Query(Vec<(String, String)>);
+
+impl Query {
+    fn parse(raw: &str, known: &[&str]) -> Result<Self, ApiError> {
+        let pairs: Vec<(String, String)> = form_urlencoded::parse(raw.as_bytes()).into_owned().collect();
+        for (i, (name, _)) in pairs.iter().enumerate() {
+            if !known.contains(&name.as_str()) {
+                return Err(ApiError::BadRequest(format!(
+                    "{name}: unknown query parameter (known: {})",
+                    known.join(", ")
+                )));
+            }
+            if pairs[..i].iter().any(|(n, _)| n == name) {
+                return Err(ApiError::BadRequest(format!("{name}: given more than once")));
+            }
+        }
+        Ok(Self(pairs))
+    }
+
+    fn get(&self, name: &str) -> Option<&str> {
+        self.0
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+            .filter(|v| !v.is_empty())
+    }
+
+    fn seq(&self, name: &str) -> Result<Option<i64>, ApiError> {
+        self.get(name)
+            .map(|v| {
+                v.parse::<i64>()
+                    .ok()
+                    .filter(|n| *n >= 0)
+                    .ok_or_else(|| ApiError::BadRequest(format!("{name}: must be a non-negative integer")))
+            })
+            .transpose()
+    }
+
+    fn count(&self, name: &str, default: u32, max: u32) -> Result<u32, ApiError> {
+        match self.get(name) {
+            None => Ok(default),
+            Some(v) => v
+                .parse::<u32>()
+                .ok()
+                .filter(|n| (1..=max).contains(n))
+                .ok_or_else(|| ApiError::BadRequest(format!("{name}: must be an integer 1..={max}"))),
+        }
+    }
+
+    fn time(&self, name: &str) -> Result<Option<DateTime<Utc>>, ApiError> {
+        self.get(name)
+            .map(|v| {
+                DateTime::parse_from_rfc3339(v)
+                    .map(|t| t.with_timezone(&Utc))
+                    .map_err(|e| ApiError::BadRequest(format!("{name}: not an RFC 3339 time ({e})")))
+            })
+            .transpose()
+    }
+}
+
+/// Authenticates and checks that the reader may see this room.
+async fn authorize(app: &AppState, room_id: &RoomId, authorization: Option<&str>) -> Result<(), ApiError> {
+    let reader = app
+        .auth
+        .reader(authorization)
+        .map_err(|e| ApiError::Unauthorized(e.to_string()))?;
+    match reader {
+        Reader::Admin | Reader::Anyone => Ok(()),
+        Reader::User(user) => {
+            if app.rooms.store().is_member(room_id, &user).await? {
+                Ok(())
+            } else {
+                Err(ApiError::Forbidden(room_id.clone()))
+            }
+        }
+    }
+}
+
+async fn room_messages(app: &AppState, room: &str, query: &str, auth: Option<&str>) -> Result<Value, ApiError> {
+    let room_id = room_id(room)?;
+    let query = Query::parse(query, &["beforeSeq", "afterSeq", "limit", "since", "until"])?;
+    let cursor = match (query.seq("beforeSeq")?, query.seq("afterSeq")?) {
+        (None, None) => HistoryCursor::Latest,
+        (Some(before), None) => HistoryCursor::Before(before),
+        (None, Some(after)) => HistoryCursor::After(after),
+        (Some(_), Some(_)) => {
+            return Err(ApiError::BadRequest("beforeSeq, afterSeq: give at most one of them".into()));
+        }
+    };
+    let limit = query.count("limit", DEFAULT_LIMIT, MAX_LIMIT)?;
+    let range = TimeRange {
+        since: query.time("since")?,
+        until: query.time("until")?,
+    };
+    authorize(app, &room_id, auth).await?;
+    let store = app.rooms.store();
+    if store.last_seq(&room_id).await?.is_none() {
+        return Err(ApiError::RoomNotFound(room_id));
+    }
+    let (messages, has_more) = store.message_page(&room_id, cursor, limit, range).await?;
+    let older = matches!(cursor, HistoryCursor::Latest | HistoryCursor::Before(_));
+    let next_before = (older && has_more).then(|| messages.first().map(|m| m.seq)).flatten();
+    let next_after = (!older && has_more).then(|| messages.last().map(|m| m.seq)).flatten();
+    Ok(json!({
+        "roomID": room_id,
+        "messages": messages,
+        "hasMore": has_more,
+        "nextBeforeSeq": next_before,
+        "nextAfterSeq": next_after,
+    }))
+}
+
+fn rfc3339(t: DateTime<Utc>) -> String {
+    t.to_rfc3339_opts(SecondsFormat::Millis, true)
+}
+
+async fn room_info(app: &AppState, room: &str, auth: Option<&str>) -> Result<Value, ApiError> {
+    let room_id = room_id(room)?;
+    authorize(app, &room_id, auth).await?;
+    let details = app
+        .rooms
+        .store()
+        .room_details(&room_id)
+        .await?
+        .ok_or_else(|| ApiError::RoomNotFound(room_id.clone()))?;
+    Ok(json!({
+        "roomInfo": { "roomID": room_id, "roomName": details.room_name },
+        "memberCount": details.member_count,
+        "lastSeq": details.last_seq,
+        "createdAt": rfc3339(details.created_at),
+        "emptySince": details.empty_since.map(rfc3339),
+        "roomDestroyDelayTime": details.destroy_delay_secs,
+        "roomAttributes": details.attributes,
+    }))
+}
+
+async fn room_members(app: &AppState, room: &str, query: &str, auth: Option<&str>) -> Result<Value, ApiError> {
+    let room_id = room_id(room)?;
+    let query = Query::parse(query, &["nextFlag", "count"])?;
+    let count = query.count("count", crate::protocol::MAX_PAGE, crate::protocol::MAX_PAGE)?;
+    authorize(app, &room_id, auth).await?;
+    let store = app.rooms.store();
+    if store.room_details(&room_id).await?.is_none() {
+        return Err(ApiError::RoomNotFound(room_id));
+    }
+    let (members, has_more) = store.member_page(&room_id, query.get("nextFlag"), count).await?;
+    let next_flag = match (has_more, members.last()) {
+        (true, Some(last)) => last.user_id.to_string(),
+        _ => String::new(),
+    };
+    Ok(json!({ "memberList": members, "nextFlag": next_flag }))
+}

@@ -1,0 +1,250 @@
+//! Local fan-out: which connections of this process are in which room.
+//!
+//! The database says who is a *member*; the hub says which *connections* must
+//! receive a room's events. Each room with at least one local connection has
+//! a [`LocalRoom`] whose async lock is held across every join, leave and send
+//! of that room, so the database change and the fan-out that follows it
+//! happen in one order for everyone: events leave in seq order, and a
+//! connection that joins sees every message after its join reply.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+
+use tokio::sync::{OwnedMutexGuard, mpsc};
+use tokio_util::sync::CancellationToken;
+use warp::ws::Message;
+
+use crate::domain::{RoomId, UserId};
+
+/// Identifies one WebSocket connection within this process.
+pub type ConnId = u64;
+
+pub fn next_conn_id() -> ConnId {
+    static NEXT: AtomicU64 = AtomicU64::new(1);
+    NEXT.fetch_add(1, Ordering::Relaxed)
+}
+
+/// Why a connection is being closed, as a WebSocket close code and reason.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CloseReason {
+    pub code: u16,
+    pub reason: &'static str,
+}
+
+impl CloseReason {
+    pub const GOING_AWAY: Self = Self {
+        code: 1001,
+        reason: "server shutting down",
+    };
+    pub const FRAME_TOO_LARGE: Self = Self {
+        code: 1009,
+        reason: "frame too large",
+    };
+    pub const LOGIN_TIMEOUT: Self = Self {
+        code: 4001,
+        reason: "login timeout",
+    };
+    pub const UNAUTHORIZED: Self = Self {
+        code: 4001,
+        reason: "unauthorized",
+    };
+    pub const SLOW_CONSUMER: Self = Self {
+        code: 4008,
+        reason: "slow consumer",
+    };
+}
+
+/// The sending half of a connection's bounded outbound queue.
+///
+/// Replies to the connection's own requests wait for room in the queue;
+/// events pushed by others never wait: if the queue is full the connection
+/// is closed as a slow consumer, so one stuck client cannot slow a room.
+#[derive(Debug, Clone)]
+pub struct Outbox {
+    queue: mpsc::Sender<Message>,
+    closer: Closer,
+}
+
+/// Closes a connection once, remembering the first reason given.
+#[derive(Debug, Clone, Default)]
+pub struct Closer {
+    token: CancellationToken,
+    reason: Arc<OnceLock<CloseReason>>,
+}
+
+impl Closer {
+    pub fn close(&self, reason: CloseReason) {
+        let _ = self.reason.set(reason);
+        self.token.cancel();
+    }
+
+    /// Ends the connection without a close frame: the peer is gone already.
+    pub fn abort(&self) {
+        self.token.cancel();
+    }
+
+    pub fn reason(&self) -> Option<CloseReason> {
+        self.reason.get().copied()
+    }
+
+    pub async fn closed(&self) {
+        self.token.cancelled().await
+    }
+
+    pub fn is_closed(&self) -> bool {
+        self.token.is_cancelled()
+    }
+}
+
+impl Outbox {
+    pub fn new(capacity: usize) -> (Self, mpsc::Receiver<Message>, Closer) {
+        let (queue, rx) = mpsc::channel(capacity);
+        let closer = Closer::default();
+        (
+            Self {
+                queue,
+                closer: closer.clone(),
+            },
+            rx,
+            closer,
+        )
+    }
+
+    /// Queues a reply (or catch-up) frame, waiting for room. Returns false
+    /// when the connection is gone.
+    pub async fn send(&self, frame: Message) -> bool {
+        tokio::select! {
+            sent = self.queue.send(frame) => sent.is_ok(),
+            () = self.closer.closed() => false,
+        }
+    }
+
+    /// Queues an event without waiting; a full queue closes the connection.
+    pub fn push(&self, frame: Message) {
+        if let Err(mpsc::error::TrySendError::Full(_)) = self.queue.try_send(frame) {
+            self.closer.close(CloseReason::SLOW_CONSUMER);
+        }
+    }
+}
+
+/// One local connection in a room.
+#[derive(Debug, Clone)]
+pub struct Subscriber {
+    pub user_id: UserId,
+    pub outbox: Outbox,
+}
+
+/// The local connections of one room. Reached only through [`RoomGuard`].
+#[derive(Debug, Default)]
+pub struct RoomState {
+    /// Set when the room left the hub's map; a guard that finds it set retries.
+    detached: bool,
+    subscribers: HashMap<ConnId, Subscriber>,
+}
+
+impl RoomState {
+    pub fn contains(&self, conn: ConnId) -> bool {
+        self.subscribers.contains_key(&conn)
+    }
+
+    pub fn subscribe(&mut self, conn: ConnId, subscriber: Subscriber) {
+        self.subscribers.insert(conn, subscriber);
+    }
+
+    pub fn unsubscribe(&mut self, conn: ConnId) -> Option<Subscriber> {
+        self.subscribers.remove(&conn)
+    }
+
+    /// Whether the user has any connection in the room.
+    pub fn has_user(&self, user: &UserId) -> bool {
+        self.subscribers.values().any(|s| &s.user_id == user)
+    }
+
+    /// Whether the user still has a connection in the room other than `except`.
+    pub fn user_has_other_connection(&self, user: &UserId, except: ConnId) -> bool {
+        self.subscribers
+            .iter()
+            .any(|(id, s)| *id != except && &s.user_id == user)
+    }
+
+    /// Pushes one already-serialized frame to every local connection but `except`.
+    pub fn broadcast(&self, frame: &Message, except: Option<ConnId>) {
+        for (id, subscriber) in &self.subscribers {
+            if Some(*id) != except {
+                subscriber.outbox.push(frame.clone());
+            }
+        }
+    }
+}
+
+/// Exclusive access to one room's local state; see the module docs.
+pub struct RoomGuard<'h> {
+    hub: &'h Hub,
+    room_id: RoomId,
+    room: Arc<tokio::sync::Mutex<RoomState>>,
+    state: Option<OwnedMutexGuard<RoomState>>,
+}
+
+impl std::ops::Deref for RoomGuard<'_> {
+    type Target = RoomState;
+    fn deref(&self) -> &RoomState {
+        self.state.as_ref().expect("held until drop")
+    }
+}
+
+impl std::ops::DerefMut for RoomGuard<'_> {
+    fn deref_mut(&mut self) -> &mut RoomState {
+        self.state.as_mut().expect("held until drop")
+    }
+}
+
+impl Drop for RoomGuard<'_> {
+    fn drop(&mut self) {
+        let Some(mut state) = self.state.take() else {
+            return;
+        };
+        if state.subscribers.is_empty() {
+            let mut rooms = self.hub.rooms.lock().expect("hub map poisoned");
+            if rooms
+                .get(&self.room_id)
+                .is_some_and(|r| Arc::ptr_eq(r, &self.room))
+            {
+                rooms.remove(&self.room_id);
+            }
+            state.detached = true;
+        }
+    }
+}
+
+/// Registry of rooms that have local connections.
+#[derive(Debug, Default)]
+pub struct Hub {
+    rooms: Mutex<HashMap<RoomId, Arc<tokio::sync::Mutex<RoomState>>>>,
+}
+
+impl Hub {
+    /// Waits for exclusive access to the room's local state.
+    pub async fn lock(&self, room_id: &RoomId) -> RoomGuard<'_> {
+        loop {
+            let room = {
+                let mut rooms = self.rooms.lock().expect("hub map poisoned");
+                rooms.entry(room_id.clone()).or_default().clone()
+            };
+            let state = room.clone().lock_owned().await;
+            if !state.detached {
+                return RoomGuard {
+                    hub: self,
+                    room_id: room_id.clone(),
+                    room,
+                    state: Some(state),
+                };
+            }
+        }
+    }
+
+    /// Number of rooms with local connections (for metrics and tests).
+    pub fn local_room_count(&self) -> usize {
+        self.rooms.lock().expect("hub map poisoned").len()
+    }
+}

@@ -1,0 +1,494 @@
+//! Room operations and their rules: create, join, enter, leave, send, query.
+//!
+//! Each operation that changes a room takes the room's hub lock, changes the
+//! database, and fans out the resulting event before releasing the lock; see
+//! [`crate::hub`] for why. Replies are sent by the session after these return,
+//! so every reply follows the commit it reports.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use serde_json::Value;
+use warp::ws::Message;
+
+use crate::domain::{RoomId, RoomInfo, RoomMessage, UserInfo};
+use crate::hub::{ConnId, Hub, Outbox, RoomGuard, Subscriber};
+use crate::protocol::{ErrorBody, ErrorCode, Event, HistoryCursor, OutgoingMessage, RoomConfig, SendConfig};
+use crate::store::messages::{Appended, NewMessage, TimeRange};
+use crate::store::rooms::{JoinError, Joined, NewRoom};
+use crate::store::{Store, StoreError};
+use crate::domain::ClientMessageId;
+
+/// Sizes the server accepts; see `Config` for their settings.
+#[derive(Debug, Clone, Copy)]
+pub struct MessageLimits {
+    /// `text` and `custom` bodies, in bytes.
+    pub text_bytes: usize,
+    /// `command` and `barrage` bodies, in bytes.
+    pub command_bytes: usize,
+    pub extended_data_bytes: usize,
+}
+
+/// Room attributes, as ZIM bounds them.
+const MAX_ATTRIBUTES: usize = 20;
+const MAX_ATTRIBUTE_KEY_BYTES: usize = 16;
+const MAX_ATTRIBUTE_VALUE_BYTES: usize = 1024;
+/// Longest `roomDestroyDelayTime`, in seconds (three hours, as in ZIM).
+pub const MAX_DESTROY_DELAY_SECS: u32 = 10_800;
+/// Messages per catch-up event when a join asks for `sinceSeq`.
+const CATCH_UP_PAGE: u32 = 100;
+
+#[derive(Debug, thiserror::Error)]
+pub enum RoomError {
+    #[error("{0}")]
+    Invalid(String),
+    #[error("{0}")]
+    TooLarge(String),
+    #[error("not in room '{0}'")]
+    NotInRoom(RoomId),
+    #[error("room '{0}' does not exist")]
+    NotFound(RoomId),
+    #[error("room '{0}' already exists")]
+    Exists(RoomId),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+impl RoomError {
+    /// The wire error; internal faults are logged here with a correlation id
+    /// that the client also gets, never with their details.
+    pub fn to_body(&self) -> ErrorBody {
+        let code = match self {
+            RoomError::Invalid(_) => ErrorCode::InvalidArgument,
+            RoomError::TooLarge(_) => ErrorCode::TooLarge,
+            RoomError::NotInRoom(_) => ErrorCode::NotInRoom,
+            RoomError::NotFound(_) => ErrorCode::RoomNotFound,
+            RoomError::Exists(_) => ErrorCode::RoomExists,
+            RoomError::Store(StoreError::Unavailable(e)) => {
+                tracing::warn!(error = %e, "database unavailable");
+                return ErrorBody::new(
+                    ErrorCode::Unavailable,
+                    "database unavailable; nothing was stored, retry later",
+                );
+            }
+            RoomError::Store(StoreError::Fault(e)) => {
+                let correlation = crate::correlation_id();
+                tracing::error!(%correlation, error = %e, "database fault");
+                return ErrorBody::new(
+                    ErrorCode::Internal,
+                    format!("internal error, correlation id {correlation}"),
+                );
+            }
+        };
+        ErrorBody::new(code, self.to_string())
+    }
+}
+
+fn join_error(room_id: &RoomId, e: JoinError) -> RoomError {
+    match e {
+        JoinError::NotFound => RoomError::NotFound(room_id.clone()),
+        JoinError::Exists => RoomError::Exists(room_id.clone()),
+        JoinError::Store(e) => RoomError::Store(e),
+    }
+}
+
+/// Who is asking: one logged-in connection.
+#[derive(Debug, Clone)]
+pub struct Caller {
+    pub conn: ConnId,
+    pub user: UserInfo,
+    pub outbox: Outbox,
+}
+
+/// A successful join, holding the room's lock until the caller has queued its
+/// reply and the catch-up, so no live message can slip in between.
+pub struct Entered<'a> {
+    pub room_info: RoomInfo,
+    pub last_seq: i64,
+    catch_up: Option<(RoomGuard<'a>, i64)>,
+}
+
+/// The room service, shared by every session and the REST handlers.
+#[derive(Debug)]
+pub struct Rooms {
+    store: Store,
+    hub: Hub,
+    limits: MessageLimits,
+    default_destroy_delay_secs: u32,
+    /// How long a dropped connection's user stays a member.
+    reconnect_grace: Duration,
+    /// Pending grace-period leaves; abandoned on shutdown (the next start
+    /// clears members of this process anyway).
+    background: TaskTracker,
+    shutdown: CancellationToken,
+}
+
+/// The room service's settings.
+#[derive(Debug, Clone)]
+pub struct RoomSettings {
+    pub limits: MessageLimits,
+    pub default_destroy_delay_secs: u32,
+    pub reconnect_grace: Duration,
+}
+
+impl Rooms {
+    pub fn new(store: Store, settings: RoomSettings, shutdown: CancellationToken) -> Self {
+        Self {
+            store,
+            hub: Hub::default(),
+            limits: settings.limits,
+            default_destroy_delay_secs: settings.default_destroy_delay_secs,
+            reconnect_grace: settings.reconnect_grace,
+            background: TaskTracker::new(),
+            shutdown,
+        }
+    }
+
+    /// Waits for pending grace-period leaves to finish or be abandoned.
+    pub async fn wait_background(&self) {
+        self.background.close();
+        self.background.wait().await;
+    }
+
+    pub fn hub(&self) -> &Hub {
+        &self.hub
+    }
+
+    fn new_room<'r>(&self, info: &'r RoomInfo, config: &RoomConfig) -> Result<NewRoom<'r>, RoomError> {
+        let delay = config
+            .room_destroy_delay_time
+            .unwrap_or(self.default_destroy_delay_secs);
+        if delay > MAX_DESTROY_DELAY_SECS {
+            return Err(RoomError::Invalid(format!(
+                "config.roomDestroyDelayTime: must be 0..={MAX_DESTROY_DELAY_SECS} seconds, got {delay}"
+            )));
+        }
+        let attributes = validate_attributes(config.room_attributes.as_ref())?;
+        Ok(NewRoom {
+            room_id: &info.room_id,
+            room_name: &info.room_name,
+            destroy_delay_secs: delay as i32,
+            attributes,
+        })
+    }
+
+    /// `createRoom`: a new room with the caller as its first member.
+    pub async fn create<'a>(
+        &'a self,
+        caller: &Caller,
+        info: &RoomInfo,
+        config: &RoomConfig,
+    ) -> Result<RoomInfo, RoomError> {
+        let new_room = self.new_room(info, config)?;
+        let mut room = self.hub.lock(&info.room_id).await;
+        let joined = self
+            .store
+            .create_or_join_room(new_room, &caller.user, true)
+            .await
+            .map_err(|e| join_error(&info.room_id, e))?;
+        self.admit(&mut room, caller, &info.room_id, &joined);
+        Ok(RoomInfo {
+            room_id: info.room_id.clone(),
+            room_name: joined.room_name,
+        })
+    }
+
+    /// `joinRoom`: join an existing room.
+    pub async fn join<'a>(
+        &'a self,
+        caller: &Caller,
+        room_id: &RoomId,
+        since_seq: Option<i64>,
+    ) -> Result<Entered<'a>, RoomError> {
+        let mut room = self.hub.lock(room_id).await;
+        let joined = self
+            .store
+            .join_room(room_id, &caller.user)
+            .await
+            .map_err(|e| join_error(room_id, e))?;
+        self.admit(&mut room, caller, room_id, &joined);
+        Ok(entered(room, room_id, joined, since_seq))
+    }
+
+    /// `enterRoom`: join, creating the room first if it does not exist.
+    pub async fn enter<'a>(
+        &'a self,
+        caller: &Caller,
+        info: &RoomInfo,
+        config: &RoomConfig,
+        since_seq: Option<i64>,
+    ) -> Result<Entered<'a>, RoomError> {
+        let new_room = self.new_room(info, config)?;
+        let mut room = self.hub.lock(&info.room_id).await;
+        let joined = self
+            .store
+            .create_or_join_room(new_room, &caller.user, false)
+            .await
+            .map_err(|e| join_error(&info.room_id, e))?;
+        self.admit(&mut room, caller, &info.room_id, &joined);
+        Ok(entered(room, &info.room_id, joined, since_seq))
+    }
+
+    /// Subscribes the connection and tells the others when a user arrived.
+    fn admit(&self, room: &mut RoomGuard<'_>, caller: &Caller, room_id: &RoomId, joined: &Joined) {
+        if joined.newly_joined {
+            let event = Event::RoomMemberJoined {
+                room_id,
+                member_list: std::slice::from_ref(&caller.user),
+            };
+            room.broadcast(&Message::text(event.to_json()), Some(caller.conn));
+        }
+        room.subscribe(
+            caller.conn,
+            Subscriber {
+                user_id: caller.user.user_id.clone(),
+                outbox: caller.outbox.clone(),
+            },
+        );
+    }
+
+    /// `leaveRoom` and disconnects: the connection leaves; the user leaves
+    /// with their last connection, and the others are told.
+    pub async fn leave(&self, caller: &Caller, room_id: &RoomId) -> Result<(), RoomError> {
+        let mut room = self.hub.lock(room_id).await;
+        if !room.contains(caller.conn) {
+            return Err(RoomError::NotInRoom(room_id.clone()));
+        }
+        // Database first: if it fails, the connection is still in the room.
+        let left = !room.user_has_other_connection(&caller.user.user_id, caller.conn)
+            && self.store.leave_room(room_id, &caller.user.user_id).await?;
+        room.unsubscribe(caller.conn);
+        if left {
+            announce_left(&room, &caller.user, room_id);
+        }
+        Ok(())
+    }
+
+    /// A connection went away without leaving. Its user leaves now, after
+    /// the reconnect grace unless they come back, or (`keep_membership`, on
+    /// shutdown) not at all.
+    pub async fn disconnect(
+        self: &Arc<Self>,
+        caller: &Caller,
+        room_id: &RoomId,
+        keep_membership: bool,
+    ) {
+        let mut room = self.hub.lock(room_id).await;
+        if room.unsubscribe(caller.conn).is_none()
+            || keep_membership
+            || room.has_user(&caller.user.user_id)
+        {
+            return;
+        }
+        if self.reconnect_grace.is_zero() {
+            if let Err(e) = self.depart(&room, &caller.user, room_id).await {
+                tracing::warn!(room = %room_id, user = %caller.user.user_id, error = %e,
+                    "could not record a disconnected user's leave");
+            }
+            return;
+        }
+        drop(room);
+        let rooms = Arc::clone(self);
+        let user = caller.user.clone();
+        let room_id = room_id.clone();
+        self.background.spawn(async move {
+            tokio::select! {
+                () = tokio::time::sleep(rooms.reconnect_grace) => {}
+                () = rooms.shutdown.cancelled() => return,
+            }
+            let room = rooms.hub.lock(&room_id).await;
+            if !room.has_user(&user.user_id)
+                && let Err(e) = rooms.depart(&room, &user, &room_id).await
+            {
+                tracing::warn!(room = %room_id, user = %user.user_id, error = %e,
+                    "could not record a leave after the reconnect grace");
+            }
+        });
+    }
+
+    /// Removes the membership and tells the remaining connections.
+    async fn depart(&self, room: &RoomGuard<'_>, user: &UserInfo, room_id: &RoomId) -> Result<(), StoreError> {
+        if self.store.leave_room(room_id, &user.user_id).await? {
+            announce_left(room, user, room_id);
+        }
+        Ok(())
+    }
+
+    /// `sendRoomMessage`: store with the next seq, then fan out.
+    pub async fn send(
+        &self,
+        caller: &Caller,
+        room_id: &RoomId,
+        message: &OutgoingMessage,
+        config: &SendConfig,
+        client_message_id: Option<&ClientMessageId>,
+    ) -> Result<RoomMessage, RoomError> {
+        self.check_size(message)?;
+        let room = self.hub.lock(room_id).await;
+        if !room.contains(caller.conn) {
+            return Err(RoomError::NotInRoom(room_id.clone()));
+        }
+        let appended = self
+            .store
+            .append_message(NewMessage {
+                room_id,
+                sender: &caller.user.user_id,
+                kind: message.kind,
+                body: &message.message,
+                extended_data: &message.extended_data,
+                priority: config.priority,
+                client_message_id,
+            })
+            .await?;
+        match appended {
+            Appended::Stored(stored) => {
+                let event = Event::RoomMessageReceived {
+                    room_id,
+                    message_list: std::slice::from_ref(&stored),
+                };
+                room.broadcast(&Message::text(event.to_json()), Some(caller.conn));
+                Ok(stored)
+            }
+            Appended::Duplicate(original) => Ok(original),
+        }
+    }
+
+    fn check_size(&self, message: &OutgoingMessage) -> Result<(), RoomError> {
+        use crate::domain::MessageType::*;
+        let limit = match message.kind {
+            Text | Custom => self.limits.text_bytes,
+            Command | Barrage => self.limits.command_bytes,
+        };
+        if message.message.len() > limit {
+            return Err(RoomError::TooLarge(format!(
+                "message.message: {} bytes is above the {limit}-byte limit for {} messages",
+                message.message.len(),
+                message.kind.as_str()
+            )));
+        }
+        if message.extended_data.len() > self.limits.extended_data_bytes {
+            return Err(RoomError::TooLarge(format!(
+                "message.extendedData: {} bytes is above the {}-byte limit",
+                message.extended_data.len(),
+                self.limits.extended_data_bytes
+            )));
+        }
+        if message.message.contains('\0') || message.extended_data.contains('\0') {
+            return Err(RoomError::Invalid(
+                "message: must not contain NUL characters".into(),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Fails with `not_in_room` unless this connection has joined the room.
+    pub async fn require_joined(&self, caller: &Caller, room_id: &RoomId) -> Result<(), RoomError> {
+        if self.hub.lock(room_id).await.contains(caller.conn) {
+            Ok(())
+        } else {
+            Err(RoomError::NotInRoom(room_id.clone()))
+        }
+    }
+
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    /// Pages history for a member (`queryHistoryMessage`).
+    pub async fn history(
+        &self,
+        caller: &Caller,
+        room_id: &RoomId,
+        cursor: HistoryCursor,
+        count: u32,
+    ) -> Result<(Vec<RoomMessage>, bool), RoomError> {
+        self.require_joined(caller, room_id).await?;
+        Ok(self
+            .store
+            .message_page(room_id, cursor, count, TimeRange::default())
+            .await?)
+    }
+}
+
+/// Tells the room's connections that a user left; the leaver is no longer subscribed.
+fn announce_left(room: &RoomGuard<'_>, user: &UserInfo, room_id: &RoomId) {
+    let event = Event::RoomMemberLeft {
+        room_id,
+        member_list: std::slice::from_ref(user),
+    };
+    room.broadcast(&Message::text(event.to_json()), None);
+}
+
+fn entered<'a>(room: RoomGuard<'a>, room_id: &RoomId, joined: Joined, since_seq: Option<i64>) -> Entered<'a> {
+    Entered {
+        room_info: RoomInfo {
+            room_id: room_id.clone(),
+            room_name: joined.room_name,
+        },
+        last_seq: joined.last_seq,
+        catch_up: since_seq
+            .filter(|since| *since < joined.last_seq)
+            .map(|since| (room, since)),
+    }
+}
+
+impl Entered<'_> {
+    /// Pushes every stored message after `sinceSeq` up to the join's
+    /// `lastSeq`, in pages, then releases the room so live messages follow.
+    pub async fn deliver_catch_up(self, store: &Store, outbox: &Outbox) -> Result<(), StoreError> {
+        let Some((room, mut after)) = self.catch_up else {
+            return Ok(());
+        };
+        let room_id = &self.room_info.room_id;
+        while after < self.last_seq {
+            let (page, _) = store
+                .message_page(room_id, HistoryCursor::After(after), CATCH_UP_PAGE, TimeRange::default())
+                .await?;
+            let Some(last) = page.last() else { break };
+            after = last.seq;
+            let event = Event::RoomMessageReceived {
+                room_id,
+                message_list: &page,
+            };
+            if !outbox.send(Message::text(event.to_json())).await {
+                break;
+            }
+        }
+        drop(room);
+        Ok(())
+    }
+}
+
+fn validate_attributes(attributes: Option<&BTreeMap<String, String>>) -> Result<Value, RoomError> {
+    let Some(attributes) = attributes else {
+        return Ok(Value::Object(Default::default()));
+    };
+    if attributes.len() > MAX_ATTRIBUTES {
+        return Err(RoomError::Invalid(format!(
+            "config.roomAttributes: at most {MAX_ATTRIBUTES} attributes, got {}",
+            attributes.len()
+        )));
+    }
+    for (key, value) in attributes {
+        if key.is_empty() || key.len() > MAX_ATTRIBUTE_KEY_BYTES {
+            return Err(RoomError::Invalid(format!(
+                "config.roomAttributes: keys must be 1-{MAX_ATTRIBUTE_KEY_BYTES} bytes, got {key:?}"
+            )));
+        }
+        if value.len() > MAX_ATTRIBUTE_VALUE_BYTES {
+            return Err(RoomError::Invalid(format!(
+                "config.roomAttributes.{key}: values must be at most {MAX_ATTRIBUTE_VALUE_BYTES} bytes"
+            )));
+        }
+        if key.contains('\0') || value.contains('\0') {
+            return Err(RoomError::Invalid(
+                "config.roomAttributes: must not contain NUL characters".into(),
+            ));
+        }
+    }
+    Ok(serde_json::to_value(attributes).expect("string maps serialize"))
+}

@@ -1,0 +1,352 @@
+//! One WebSocket connection: login, request dispatch, the outbound queue and
+//! the close handshake.
+//!
+//! A session is two tasks. The reader decodes and handles one request at a
+//! time, so replies to one connection keep the order of its requests. The
+//! writer drains the bounded [`Outbox`] onto the socket, so a slow socket
+//! never blocks the tasks that fan out to it.
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+
+use futures_util::stream::{SplitSink, SplitStream};
+use futures_util::{SinkExt, StreamExt};
+use serde_json::json;
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+use warp::ws::{Message, WebSocket};
+
+use crate::app::AppState;
+use crate::domain::RoomId;
+use crate::hub::{CloseReason, Closer, Outbox, next_conn_id};
+use crate::protocol::{self, ErrorBody, ErrorCode, Request};
+use crate::rooms::{Caller, RoomError};
+
+/// Runs a connection until it closes.
+pub async fn serve(socket: WebSocket, app: Arc<AppState>) {
+    let (sink, stream) = socket.split();
+    let (outbox, queue, closer) = Outbox::new(app.config.outbox_frames);
+    let writer = tokio::spawn(write_loop(sink, queue, closer.clone()));
+    let mut session = Session {
+        conn: next_conn_id(),
+        app,
+        outbox,
+        closer: closer.clone(),
+        caller: None,
+        joined: BTreeSet::new(),
+    };
+    tracing::debug!(conn = session.conn, "connection opened");
+    session.read_loop(stream).await;
+    session.leave_everything().await;
+    closer.abort();
+    let _ = writer.await;
+    tracing::debug!(conn = session.conn, reason = ?closer.reason(), "connection closed");
+}
+
+struct Session {
+    conn: crate::hub::ConnId,
+    app: Arc<AppState>,
+    outbox: Outbox,
+    closer: Closer,
+    /// Set by a successful `login`; every other op needs it.
+    caller: Option<Caller>,
+    /// Rooms this connection has joined, to leave them when it goes away.
+    joined: BTreeSet<RoomId>,
+}
+
+/// Whether a read error is tungstenite refusing an oversized frame or message.
+fn is_too_large(e: &warp::Error) -> bool {
+    std::error::Error::source(e)
+        .and_then(|s| s.downcast_ref::<tungstenite::Error>())
+        .is_some_and(|e| matches!(e, tungstenite::Error::Capacity(_)))
+}
+
+async fn write_loop(
+    mut sink: SplitSink<WebSocket, Message>,
+    mut queue: mpsc::Receiver<Message>,
+    closer: Closer,
+) {
+    loop {
+        tokio::select! {
+            biased;
+            () = closer.closed() => break,
+            frame = queue.recv() => {
+                let Some(frame) = frame else { break };
+                // Batch whatever is already queued into one flush.
+                let mut ok = sink.feed(frame).await.is_ok();
+                while ok && let Ok(frame) = queue.try_recv() {
+                    ok = sink.feed(frame).await.is_ok();
+                }
+                if !ok || sink.flush().await.is_err() {
+                    closer.abort();
+                    return;
+                }
+            }
+        }
+    }
+    match closer.reason() {
+        Some(reason) => {
+            // Frames queued before the close (replies, events) still go out,
+            // unless the client is being dropped for not reading them.
+            if reason != CloseReason::SLOW_CONSUMER {
+                while let Ok(frame) = queue.try_recv() {
+                    if sink.feed(frame).await.is_err() {
+                        return;
+                    }
+                }
+            }
+            let _ = sink
+                .send(Message::close_with(reason.code, reason.reason))
+                .await;
+        }
+        None => {
+            while let Ok(frame) = queue.try_recv() {
+                if sink.feed(frame).await.is_err() {
+                    return;
+                }
+            }
+            let _ = sink.flush().await;
+        }
+    }
+    let _ = sink.close().await;
+}
+
+impl Session {
+    async fn read_loop(&mut self, mut stream: SplitStream<WebSocket>) {
+        let login_deadline = tokio::time::sleep_until(Instant::now() + self.app.config.login_timeout);
+        tokio::pin!(login_deadline);
+        loop {
+            let frame = tokio::select! {
+                () = self.closer.closed() => return,
+                () = self.app.shutdown.cancelled() => {
+                    self.closer.close(CloseReason::GOING_AWAY);
+                    return;
+                }
+                () = &mut login_deadline, if self.caller.is_none() => {
+                    self.closer.close(CloseReason::LOGIN_TIMEOUT);
+                    return;
+                }
+                frame = stream.next() => frame,
+            };
+            match frame {
+                None => return,
+                Some(Err(e)) => {
+                    if is_too_large(&e) {
+                        tracing::info!(conn = self.conn, "closing: frame above the size limit");
+                        self.closer.close(CloseReason::FRAME_TOO_LARGE);
+                    } else {
+                        tracing::debug!(conn = self.conn, error = %e, "read failed");
+                        self.closer.abort();
+                    }
+                    return;
+                }
+                Some(Ok(message)) => {
+                    if let Ok(text) = message.to_str() {
+                        self.handle(text).await;
+                    } else if message.is_binary() {
+                        let error = ErrorBody::new(
+                            ErrorCode::BadFrame,
+                            "binary frames are not accepted; send each request as a JSON text frame",
+                        );
+                        self.reply(protocol::error_reply(None, &error)).await;
+                    } else if message.is_close() {
+                        return;
+                    }
+                    // Pings are answered by tungstenite itself; pongs need nothing.
+                }
+            }
+        }
+    }
+
+    async fn reply(&self, frame: String) {
+        self.outbox.send(Message::text(frame)).await;
+    }
+
+    async fn handle(&mut self, text: &str) {
+        let (id, request) = match protocol::decode(text) {
+            Ok(decoded) => decoded,
+            Err(rejected) => {
+                self.reply(protocol::error_reply(rejected.id, &rejected.error)).await;
+                return;
+            }
+        };
+        let op = request.op();
+        let result = self.dispatch(id, request).await;
+        if let Err(error) = result {
+            tracing::debug!(conn = self.conn, op, code = error.code.code(), message = %error.message, "request failed");
+            self.reply(protocol::error_reply(Some(id), &error)).await;
+        }
+    }
+
+    /// Handles one request and queues its reply; errors are replied by the caller.
+    async fn dispatch(&mut self, id: u32, request: Request) -> Result<(), ErrorBody> {
+        if let Request::Login { user_info, token } = request {
+            return self.login(id, user_info, token).await;
+        }
+        let Some(caller) = self.caller.clone() else {
+            return Err(ErrorBody::new(
+                ErrorCode::NotLoggedIn,
+                "log in first: the first request on a connection must be login",
+            ));
+        };
+        let rooms = &self.app.rooms;
+        let room_error = |e: RoomError| e.to_body();
+        let reply = match request {
+            Request::Login { .. } => unreachable!("handled above"),
+            Request::Ping => protocol::ok_reply(id, &json!({})),
+            Request::CreateRoom { room_info, config } => {
+                let info = rooms.create(&caller, &room_info, &config).await.map_err(room_error)?;
+                self.joined.insert(info.room_id.clone());
+                protocol::ok_reply(id, &json!({ "roomInfo": info }))
+            }
+            Request::JoinRoom { room_id, since_seq } => {
+                let entered = rooms.join(&caller, &room_id, since_seq).await.map_err(room_error)?;
+                self.joined.insert(room_id);
+                let reply = json!({ "roomInfo": entered.room_info, "lastSeq": entered.last_seq });
+                self.reply(protocol::ok_reply(id, &reply)).await;
+                return entered
+                    .deliver_catch_up(rooms.store(), &self.outbox)
+                    .await
+                    .map_err(|e| RoomError::Store(e).to_body());
+            }
+            Request::EnterRoom {
+                room_info,
+                config,
+                since_seq,
+            } => {
+                let entered = rooms
+                    .enter(&caller, &room_info, &config, since_seq)
+                    .await
+                    .map_err(room_error)?;
+                self.joined.insert(room_info.room_id);
+                let reply = json!({ "roomInfo": entered.room_info, "lastSeq": entered.last_seq });
+                self.reply(protocol::ok_reply(id, &reply)).await;
+                return entered
+                    .deliver_catch_up(rooms.store(), &self.outbox)
+                    .await
+                    .map_err(|e| RoomError::Store(e).to_body());
+            }
+            Request::LeaveRoom { room_id } => {
+                rooms.leave(&caller, &room_id).await.map_err(room_error)?;
+                self.joined.remove(&room_id);
+                protocol::ok_reply(id, &json!({ "roomID": room_id }))
+            }
+            Request::LeaveAllRoom => {
+                let mut left = Vec::new();
+                for room_id in self.joined.clone() {
+                    match rooms.leave(&caller, &room_id).await {
+                        Ok(()) | Err(RoomError::NotInRoom(_)) => {
+                            self.joined.remove(&room_id);
+                            left.push(room_id);
+                        }
+                        Err(e) => return Err(e.to_body()),
+                    }
+                }
+                protocol::ok_reply(id, &json!({ "roomIDs": left }))
+            }
+            Request::SendRoomMessage {
+                room_id,
+                message,
+                config,
+                client_message_id,
+            } => {
+                let stored = rooms
+                    .send(&caller, &room_id, &message, &config, client_message_id.as_ref())
+                    .await
+                    .map_err(room_error)?;
+                protocol::ok_reply(id, &json!({ "message": stored }))
+            }
+            Request::QueryHistoryMessage { room_id, cursor, count } => {
+                let (messages, has_more) = rooms
+                    .history(&caller, &room_id, cursor, count)
+                    .await
+                    .map_err(room_error)?;
+                protocol::ok_reply(id, &json!({ "messageList": messages, "hasMore": has_more }))
+            }
+            Request::QueryRoomMemberList {
+                room_id,
+                next_flag,
+                count,
+            } => {
+                rooms.require_joined(&caller, &room_id).await.map_err(room_error)?;
+                let (members, has_more) = rooms
+                    .store()
+                    .member_page(&room_id, next_flag.as_deref(), count)
+                    .await
+                    .map_err(|e| RoomError::Store(e).to_body())?;
+                let next_flag = match (has_more, members.last()) {
+                    (true, Some(last)) => last.user_id.to_string(),
+                    _ => String::new(),
+                };
+                protocol::ok_reply(id, &json!({ "memberList": members, "nextFlag": next_flag }))
+            }
+            Request::QueryRoomOnlineMemberCount { room_id } => {
+                rooms.require_joined(&caller, &room_id).await.map_err(room_error)?;
+                let count = rooms
+                    .store()
+                    .member_count(&room_id)
+                    .await
+                    .map_err(|e| RoomError::Store(e).to_body())?;
+                protocol::ok_reply(id, &json!({ "roomID": room_id, "count": count }))
+            }
+        };
+        self.reply(reply).await;
+        Ok(())
+    }
+
+    async fn login(
+        &mut self,
+        id: u32,
+        user_info: crate::domain::UserInfo,
+        token: Option<String>,
+    ) -> Result<(), ErrorBody> {
+        if let Some(caller) = &self.caller {
+            if caller.user.user_id != user_info.user_id {
+                return Err(ErrorBody::new(
+                    ErrorCode::InvalidArgument,
+                    format!(
+                        "userInfo.userID: this connection is logged in as '{}'; open a new connection for another user",
+                        caller.user.user_id
+                    ),
+                ));
+            }
+            let reply = protocol::ok_reply(id, &json!({ "userInfo": caller.user }));
+            self.reply(reply).await;
+            return Ok(());
+        }
+        match self.app.auth.login(user_info, token.as_deref()) {
+            Ok(user) => {
+                tracing::debug!(conn = self.conn, user = %user.user_id, "logged in");
+                self.reply(protocol::ok_reply(id, &json!({ "userInfo": user }))).await;
+                self.caller = Some(Caller {
+                    conn: self.conn,
+                    user,
+                    outbox: self.outbox.clone(),
+                });
+                Ok(())
+            }
+            Err(e) => {
+                let error = ErrorBody::new(ErrorCode::Unauthorized, e.to_string());
+                self.reply(protocol::error_reply(Some(id), &error)).await;
+                self.closer.close(CloseReason::UNAUTHORIZED);
+                Ok(())
+            }
+        }
+    }
+
+    /// The connection is gone: leave its rooms (at once, or after the
+    /// reconnect grace). On server shutdown members are kept: the next start
+    /// clears them, and a later reconnect grace will cover the restart.
+    async fn leave_everything(&mut self) {
+        let Some(caller) = self.caller.take() else {
+            return;
+        };
+        let shutting_down = self.app.shutdown.is_cancelled();
+        for room_id in std::mem::take(&mut self.joined) {
+            self.app
+                .rooms
+                .disconnect(&caller, &room_id, shutting_down)
+                .await;
+        }
+    }
+}

@@ -1,0 +1,92 @@
+//! PostgreSQL access, one file per table family. All SQL of the crate lives
+//! here; callers get domain types back and a [`StoreError`] that already says
+//! whether the database was unreachable (`1008`) or something else went wrong.
+
+pub mod members;
+pub mod messages;
+pub mod rooms;
+
+use std::time::Duration;
+
+use sqlx::PgPool;
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+
+/// Embedded migrations, applied at start-up by [`Store::connect`].
+pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
+
+/// How many pooled connections roomd keeps; small, because every operation is
+/// a short transaction and PostgreSQL prefers few busy connections to many.
+const POOL_SIZE: u32 = 16;
+
+/// How long a request waits for a pooled connection before it is answered
+/// with `1008 unavailable` instead of hanging.
+const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(5);
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The database could not be reached or did not answer in time.
+    #[error("database unavailable: {0}")]
+    Unavailable(#[source] sqlx::Error),
+    /// Anything else: a bug or a broken invariant, logged with a correlation id.
+    #[error("database error: {0}")]
+    Fault(#[source] sqlx::Error),
+}
+
+impl From<sqlx::Error> for StoreError {
+    fn from(e: sqlx::Error) -> Self {
+        match e {
+            sqlx::Error::PoolTimedOut
+            | sqlx::Error::PoolClosed
+            | sqlx::Error::Io(_)
+            | sqlx::Error::Tls(_) => StoreError::Unavailable(e),
+            sqlx::Error::Database(ref db)
+                if db
+                    .code()
+                    .is_some_and(|c| c.starts_with("08") || c.starts_with("57P")) =>
+            {
+                // Connection exceptions and operator intervention (shutdown).
+                StoreError::Unavailable(e)
+            }
+            other => StoreError::Fault(other),
+        }
+    }
+}
+
+/// Whether an error is the unique violation of the named index or constraint.
+fn is_unique_violation(e: &sqlx::Error, constraint: &str) -> bool {
+    matches!(e, sqlx::Error::Database(db)
+        if db.is_unique_violation() && db.constraint() == Some(constraint))
+}
+
+/// Handle to the database, cheap to clone.
+#[derive(Clone, Debug)]
+pub struct Store {
+    pool: PgPool,
+}
+
+impl Store {
+    /// Connects and brings the schema up to date.
+    pub async fn connect(options: PgConnectOptions) -> Result<Self, sqlx::Error> {
+        let pool = PgPoolOptions::new()
+            .max_connections(POOL_SIZE)
+            .acquire_timeout(ACQUIRE_TIMEOUT)
+            .connect_with(options)
+            .await?;
+        MIGRATOR.run(&pool).await?;
+        Ok(Self { pool })
+    }
+
+    pub fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+
+    /// `/readyz`: does the database answer right now?
+    pub async fn ping(&self) -> Result<(), StoreError> {
+        sqlx::query!("select 1 as one").fetch_one(&self.pool).await?;
+        Ok(())
+    }
+
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+}

@@ -1,0 +1,200 @@
+//! Rooms and their seq streams.
+
+use chrono::{DateTime, Utc};
+use serde_json::Value;
+
+use super::{Store, StoreError, is_unique_violation};
+use crate::domain::{RoomId, RoomName, UserInfo};
+
+/// What the creator of a room decides, stored with the room.
+#[derive(Debug, Clone)]
+pub struct NewRoom<'a> {
+    pub room_id: &'a RoomId,
+    pub room_name: &'a RoomName,
+    pub destroy_delay_secs: i32,
+    pub attributes: Value,
+}
+
+/// The outcome of joining: the room as stored, its newest seq, and whether
+/// the user became a member just now (false when they already were).
+#[derive(Debug, Clone)]
+pub struct Joined {
+    pub room_name: RoomName,
+    pub last_seq: i64,
+    pub newly_joined: bool,
+}
+
+/// `GET /v1/rooms/{roomID}`.
+#[derive(Debug, Clone)]
+pub struct RoomDetails {
+    pub room_name: RoomName,
+    pub destroy_delay_secs: i32,
+    pub attributes: Value,
+    pub member_count: i64,
+    pub last_seq: i64,
+    pub created_at: DateTime<Utc>,
+    pub empty_since: Option<DateTime<Utc>>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum JoinError {
+    #[error("room does not exist")]
+    NotFound,
+    #[error("room already exists")]
+    Exists,
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+impl From<sqlx::Error> for JoinError {
+    fn from(e: sqlx::Error) -> Self {
+        JoinError::Store(e.into())
+    }
+}
+
+impl Store {
+    /// Creates the room and makes `creator` its first member, atomically.
+    /// With `must_be_new`, an existing room is an error (`createRoom`);
+    /// without, the existing room is joined instead (`enterRoom`) and the
+    /// given name and config are ignored.
+    pub async fn create_or_join_room(
+        &self,
+        room: NewRoom<'_>,
+        creator: &UserInfo,
+        must_be_new: bool,
+    ) -> Result<Joined, JoinError> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query!(
+            "insert into room_streams (room_id) values ($1) on conflict do nothing",
+            room.room_id.as_str()
+        )
+        .execute(&mut *tx)
+        .await?;
+        let created = sqlx::query!(
+            "insert into rooms (room_id, room_name, destroy_delay_secs, attributes)
+             values ($1, $2, $3, $4)
+             on conflict do nothing",
+            room.room_id.as_str(),
+            room.room_name.as_str(),
+            room.destroy_delay_secs,
+            room.attributes,
+        )
+        .execute(&mut *tx)
+        .await?
+        .rows_affected()
+            == 1;
+        if !created && must_be_new {
+            return Err(JoinError::Exists);
+        }
+        let joined = join_in(&mut tx, room.room_id, creator).await?;
+        tx.commit().await?;
+        Ok(joined)
+    }
+
+    /// Makes `user` a member of an existing room (idempotent).
+    pub async fn join_room(&self, room_id: &RoomId, user: &UserInfo) -> Result<Joined, JoinError> {
+        let mut tx = self.pool.begin().await?;
+        let joined = join_in(&mut tx, room_id, user).await?;
+        tx.commit().await?;
+        Ok(joined)
+    }
+
+    /// The newest seq of a room's stream, `None` if no room ever had this id.
+    pub async fn last_seq(&self, room_id: &RoomId) -> Result<Option<i64>, StoreError> {
+        Ok(sqlx::query_scalar!(
+            "select last_seq from room_streams where room_id = $1",
+            room_id.as_str()
+        )
+        .fetch_optional(&self.pool)
+        .await?)
+    }
+
+    pub async fn room_details(&self, room_id: &RoomId) -> Result<Option<RoomDetails>, StoreError> {
+        let row = sqlx::query!(
+            r#"select r.room_name, r.destroy_delay_secs, r.attributes, r.created_at, r.empty_since,
+                      s.last_seq,
+                      (select count(*) from members m where m.room_id = r.room_id) as "member_count!"
+               from rooms r
+               join room_streams s on s.room_id = r.room_id
+               where r.room_id = $1"#,
+            room_id.as_str()
+        )
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(row.map(|r| RoomDetails {
+            room_name: RoomName::parse(r.room_name).unwrap_or_else(|_| unreachable_name()),
+            destroy_delay_secs: r.destroy_delay_secs,
+            attributes: r.attributes,
+            member_count: r.member_count,
+            last_seq: r.last_seq,
+            created_at: r.created_at,
+            empty_since: r.empty_since,
+        }))
+    }
+
+    /// Removes every membership: at start-up nobody is connected to this
+    /// process, so members left by a previous run are stale. Rooms they leave
+    /// empty become empty as of now.
+    pub async fn clear_stale_members(&self) -> Result<u64, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let removed = sqlx::query!("delete from members")
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+        sqlx::query!("update rooms set empty_since = now() where empty_since is null")
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(removed)
+    }
+}
+
+/// Stored names were validated on the way in; this only guards a hand-edited row.
+fn unreachable_name() -> RoomName {
+    RoomName::parse("").expect("the empty name is valid")
+}
+
+async fn join_in(
+    tx: &mut sqlx::PgConnection,
+    room_id: &RoomId,
+    user: &UserInfo,
+) -> Result<Joined, JoinError> {
+    // FOR SHARE keeps the room from being destroyed until this join commits.
+    let room = sqlx::query!(
+        "select r.room_name, r.empty_since, s.last_seq
+         from rooms r join room_streams s on s.room_id = r.room_id
+         where r.room_id = $1
+         for share of r",
+        room_id.as_str()
+    )
+    .fetch_optional(&mut *tx)
+    .await?
+    .ok_or(JoinError::NotFound)?;
+    let inserted = sqlx::query!(
+        "insert into members (room_id, user_id, user_name) values ($1, $2, $3)
+         on conflict do nothing",
+        room_id.as_str(),
+        user.user_id.as_str(),
+        user.user_name.as_str(),
+    )
+    .execute(&mut *tx)
+    .await;
+    let newly_joined = match inserted {
+        Ok(done) => done.rows_affected() == 1,
+        Err(e) if is_unique_violation(&e, "members_pkey") => false,
+        Err(e) => return Err(e.into()),
+    };
+    if room.empty_since.is_some() {
+        sqlx::query!(
+            "update rooms set empty_since = null where room_id = $1",
+            room_id.as_str()
+        )
+        .execute(&mut *tx)
+        .await?;
+    }
+    Ok(Joined {
+        room_name: RoomName::parse(room.room_name).unwrap_or_else(|_| unreachable_name()),
+        last_seq: room.last_seq,
+        newly_joined,
+    })
+}

@@ -1,0 +1,11 @@
+//! Integration tests: one binary, real PostgreSQL, real WebSocket clients.
+
+mod helpers;
+
+mod bad_input;
+mod embedded;
+mod errors;
+mod flow;
+mod history;
+mod lifecycle;
+mod rest;
