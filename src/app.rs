@@ -101,7 +101,9 @@ impl App {
         );
         let auth = Authenticator::new(config.auth_secret.as_deref(), config.admin_token.as_deref());
         if auth.is_open() {
-            tracing::warn!("no auth secret: open mode, any userID may log in (local development only)");
+            tracing::warn!(
+                "no auth secret: open mode, any userID may log in (local development only)"
+            );
         }
         Ok(Self {
             state: Arc::new(AppState {
@@ -148,7 +150,10 @@ impl App {
             .run()
             .await;
         state.sessions.close();
-        if tokio::time::timeout(SESSION_DRAIN, state.sessions.wait()).await.is_err() {
+        if tokio::time::timeout(SESSION_DRAIN, state.sessions.wait())
+            .await
+            .is_err()
+        {
             tracing::warn!("some connections did not close within {SESSION_DRAIN:?}");
         }
         state.rooms.wait_background().await;

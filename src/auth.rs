@@ -93,7 +93,12 @@ impl Authenticator {
         })
     }
 
-    fn verify(&self, key: &DecodingKey, validation: &Validation, token: &str) -> Result<Claims, AuthError> {
+    fn verify(
+        &self,
+        key: &DecodingKey,
+        validation: &Validation,
+        token: &str,
+    ) -> Result<Claims, AuthError> {
         jsonwebtoken::decode::<Claims>(token, key, validation)
             .map(|data| data.claims)
             .map_err(|e| AuthError::Invalid(e.to_string()))
@@ -101,7 +106,9 @@ impl Authenticator {
 
     /// Decides who a REST request is, from its `Authorization` header.
     pub fn reader(&self, authorization: Option<&str>) -> Result<Reader, AuthError> {
-        let bearer = authorization.and_then(|h| h.strip_prefix("Bearer ")).map(str::trim);
+        let bearer = authorization
+            .and_then(|h| h.strip_prefix("Bearer "))
+            .map(str::trim);
         let Some(token) = bearer else {
             return if self.jwt.is_none() && self.admin_token.is_none() {
                 Ok(Reader::Anyone)

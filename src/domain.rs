@@ -130,7 +130,9 @@ fn bounded_text(what: &str, value: String, max: usize) -> Result<String, Invalid
     }
     if value.contains('\0') {
         // PostgreSQL text cannot hold NUL; refuse it here rather than fail at insert.
-        return Err(InvalidValue(format!("{what} must not contain NUL characters")));
+        return Err(InvalidValue(format!(
+            "{what} must not contain NUL characters"
+        )));
     }
     Ok(value)
 }

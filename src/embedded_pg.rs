@@ -139,10 +139,11 @@ impl EmbeddedPostgres {
                 Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
             }
         };
-        let exists: bool = sqlx::query_scalar("select exists (select 1 from pg_database where datname = $1)")
-            .bind(DATABASE)
-            .fetch_one(&mut conn)
-            .await?;
+        let exists: bool =
+            sqlx::query_scalar("select exists (select 1 from pg_database where datname = $1)")
+                .bind(DATABASE)
+                .fetch_one(&mut conn)
+                .await?;
         if !exists {
             sqlx::query(sqlx::AssertSqlSafe(format!("create database {DATABASE}")))
                 .execute(&mut conn)
@@ -156,7 +157,8 @@ impl EmbeddedPostgres {
     pub async fn stop(mut self) {
         let _ = kill(self.supervisor, Signal::SIGINT);
         if let Some(exited) = self.exited.take() {
-            let waited = tokio::task::spawn_blocking(move || exited.recv_timeout(STOP_TIMEOUT)).await;
+            let waited =
+                tokio::task::spawn_blocking(move || exited.recv_timeout(STOP_TIMEOUT)).await;
             match waited {
                 Ok(Ok(()) | Err(mpsc::RecvTimeoutError::Disconnected)) => {
                     tracing::info!("embedded PostgreSQL stopped");
@@ -232,7 +234,8 @@ fn log_tail(log: &Path) -> String {
 fn start_blocking(options: &EmbeddedOptions) -> Result<EmbeddedPostgres, EmbeddedPgError> {
     let bin = find_bin_dir()?;
     let account = server_account()?;
-    fs::create_dir_all(&options.root).map_err(io(format!("creating {}", options.root.display())))?;
+    fs::create_dir_all(&options.root)
+        .map_err(io(format!("creating {}", options.root.display())))?;
     let root = options
         .root
         .canonicalize()
@@ -244,18 +247,23 @@ fn start_blocking(options: &EmbeddedOptions) -> Result<EmbeddedPostgres, Embedde
     if root.join("run/.s.PGSQL.5432").as_os_str().len() > 100 {
         return Err(EmbeddedPgError::SocketPathTooLong(run));
     }
-    fs::set_permissions(&run, fs::Permissions::from_mode(0o700)).map_err(io("securing the socket folder"))?;
+    fs::set_permissions(&run, fs::Permissions::from_mode(0o700))
+        .map_err(io("securing the socket folder"))?;
     if let Some(user) = &account {
         for path in [&root, &run] {
-            chown(path, Some(user.uid), Some(user.gid))
-                .map_err(|e| io(format!("handing {} to {}", path.display(), user.name))(e.into()))?;
+            chown(path, Some(user.uid), Some(user.gid)).map_err(|e| {
+                io(format!("handing {} to {}", path.display(), user.name))(e.into())
+            })?;
         }
         if log.exists() {
             let _ = chown(&log, Some(user.uid), Some(user.gid));
         }
         // The server account must be able to reach `root` through its parent.
         if let Some(parent) = root.parent() {
-            let mode = fs::metadata(parent).map_err(io("reading the data folder"))?.permissions().mode();
+            let mode = fs::metadata(parent)
+                .map_err(io("reading the data folder"))?
+                .permissions()
+                .mode();
             if mode & 0o001 == 0 {
                 fs::set_permissions(parent, fs::Permissions::from_mode(mode | 0o711))
                     .map_err(io("opening the data folder to the server account"))?;
@@ -268,7 +276,16 @@ fn start_blocking(options: &EmbeddedOptions) -> Result<EmbeddedPostgres, Embedde
         initdb
             .arg("-D")
             .arg(&data)
-            .args(["-U", SUPERUSER, "-A", "trust", "-E", "UTF8", "--no-locale", "--no-instructions"])
+            .args([
+                "-U",
+                SUPERUSER,
+                "-A",
+                "trust",
+                "-E",
+                "UTF8",
+                "--no-locale",
+                "--no-instructions",
+            ])
             .stdin(Stdio::null());
         if options.ephemeral {
             initdb.arg("--no-sync");
@@ -290,8 +307,13 @@ fn start_blocking(options: &EmbeddedOptions) -> Result<EmbeddedPostgres, Embedde
     ];
     if options.ephemeral {
         settings.extend(
-            ["fsync=off", "synchronous_commit=off", "full_page_writes=off", "max_connections=300"]
-                .map(String::from),
+            [
+                "fsync=off",
+                "synchronous_commit=off",
+                "full_page_writes=off",
+                "max_connections=300",
+            ]
+            .map(String::from),
         );
     }
     // The supervisor: forwards SIGINT/SIGTERM to PostgreSQL as a fast
@@ -309,7 +331,11 @@ fn start_blocking(options: &EmbeddedOptions) -> Result<EmbeddedPostgres, Embedde
         exit "$status"
     "#;
     let mut cmd = Command::new("/bin/sh");
-    cmd.arg("-c").arg(script).arg(bin.join("postgres")).arg("-D").arg(&data);
+    cmd.arg("-c")
+        .arg(script)
+        .arg(bin.join("postgres"))
+        .arg("-D")
+        .arg(&data);
     for setting in &settings {
         cmd.arg("-c").arg(setting);
     }
@@ -325,7 +351,11 @@ fn start_blocking(options: &EmbeddedOptions) -> Result<EmbeddedPostgres, Embedde
         let _ = chown(&log, Some(user.uid), Some(user.gid));
     }
     cmd.stdin(Stdio::null())
-        .stdout(log_file.try_clone().map_err(io("duplicating the log handle"))?)
+        .stdout(
+            log_file
+                .try_clone()
+                .map_err(io("duplicating the log handle"))?,
+        )
         .stderr(log_file);
     as_account(&mut cmd, &account);
     // Its own process group: a Ctrl-C in the terminal reaches roomd only,

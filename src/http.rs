@@ -78,7 +78,8 @@ impl ApiError {
 impl Reply for ApiError {
     fn into_response(self) -> Response {
         let (status, body) = self.status_and_body();
-        warp::reply::with_status(warp::reply::json(&json!({ "error": body })), status).into_response()
+        warp::reply::with_status(warp::reply::json(&json!({ "error": body })), status)
+            .into_response()
     }
 }
 
@@ -90,7 +91,9 @@ fn respond(result: Result<Value, ApiError>) -> Result<Response, Infallible> {
 }
 
 /// Every route roomd serves.
-pub fn routes(app: Arc<AppState>) -> impl Filter<Extract = (Response,), Error = Infallible> + Clone {
+pub fn routes(
+    app: Arc<AppState>,
+) -> impl Filter<Extract = (Response,), Error = Infallible> + Clone {
     let with_app = {
         let app = app.clone();
         warp::any().map(move || app.clone())
@@ -123,7 +126,8 @@ pub fn routes(app: Arc<AppState>) -> impl Filter<Extract = (Response,), Error = 
             let ready = tokio::time::timeout(READY_TIMEOUT, app.rooms.store().ping()).await;
             match ready {
                 Ok(Ok(())) => warp::reply::json(&json!({ "status": "ready" })).into_response(),
-                _ => ApiError::Store(StoreError::Unavailable(sqlx::Error::PoolTimedOut)).into_response(),
+                _ => ApiError::Store(StoreError::Unavailable(sqlx::Error::PoolTimedOut))
+                    .into_response(),
             }
         });
 
@@ -132,26 +136,32 @@ pub fn routes(app: Arc<AppState>) -> impl Filter<Extract = (Response,), Error = 
         .and(raw_query)
         .and(authorization)
         .and(with_app.clone())
-        .and_then(|room: String, query: String, auth: Option<String>, app: Arc<AppState>| async move {
-            respond(room_messages(&app, &room, &query, auth.as_deref()).await)
-        });
+        .and_then(
+            |room: String, query: String, auth: Option<String>, app: Arc<AppState>| async move {
+                respond(room_messages(&app, &room, &query, auth.as_deref()).await)
+            },
+        );
 
     let room = warp::path!("v1" / "rooms" / String)
         .and(warp::get())
         .and(authorization)
         .and(with_app.clone())
-        .and_then(|room: String, auth: Option<String>, app: Arc<AppState>| async move {
-            respond(room_info(&app, &room, auth.as_deref()).await)
-        });
+        .and_then(
+            |room: String, auth: Option<String>, app: Arc<AppState>| async move {
+                respond(room_info(&app, &room, auth.as_deref()).await)
+            },
+        );
 
     let members = warp::path!("v1" / "rooms" / String / "members")
         .and(warp::get())
         .and(raw_query)
         .and(authorization)
         .and(with_app)
-        .and_then(|room: String, query: String, auth: Option<String>, app: Arc<AppState>| async move {
-            respond(room_members(&app, &room, &query, auth.as_deref()).await)
-        });
+        .and_then(
+            |room: String, query: String, auth: Option<String>, app: Arc<AppState>| async move {
+                respond(room_members(&app, &room, &query, auth.as_deref()).await)
+            },
+        );
 
     ws.or(healthz)
         .unify()
@@ -182,7 +192,9 @@ pub fn routes(app: Arc<AppState>) -> impl Filter<Extract = (Response,), Error = 
 fn room_id(segment: &str) -> Result<RoomId, ApiError> {
     let decoded = percent_encoding::percent_decode_str(segment)
         .decode_utf8()
-        .map_err(|_| ApiError::BadRequest("roomID: not valid UTF-8 after percent-decoding".into()))?;
+        .map_err(|_| {
+            ApiError::BadRequest("roomID: not valid UTF-8 after percent-decoding".into())
+        })?;
     RoomId::parse(decoded.into_owned()).map_err(|e| ApiError::BadRequest(e.to_string()))
 }
 
@@ -191,7 +203,9 @@ struct Query(Vec<(String, String)>);
 
 impl Query {
     fn parse(raw: &str, known: &[&str]) -> Result<Self, ApiError> {
-        let pairs: Vec<(String, String)> = form_urlencoded::parse(raw.as_bytes()).into_owned().collect();
+        let pairs: Vec<(String, String)> = form_urlencoded::parse(raw.as_bytes())
+            .into_owned()
+            .collect();
         for (i, (name, _)) in pairs.iter().enumerate() {
             if !known.contains(&name.as_str()) {
                 return Err(ApiError::BadRequest(format!(
@@ -200,7 +214,9 @@ impl Query {
                 )));
             }
             if pairs[..i].iter().any(|(n, _)| n == name) {
-                return Err(ApiError::BadRequest(format!("{name}: given more than once")));
+                return Err(ApiError::BadRequest(format!(
+                    "{name}: given more than once"
+                )));
             }
         }
         Ok(Self(pairs))
@@ -217,10 +233,9 @@ impl Query {
     fn seq(&self, name: &str) -> Result<Option<i64>, ApiError> {
         self.get(name)
             .map(|v| {
-                v.parse::<i64>()
-                    .ok()
-                    .filter(|n| *n >= 0)
-                    .ok_or_else(|| ApiError::BadRequest(format!("{name}: must be a non-negative integer")))
+                v.parse::<i64>().ok().filter(|n| *n >= 0).ok_or_else(|| {
+                    ApiError::BadRequest(format!("{name}: must be a non-negative integer"))
+                })
             })
             .transpose()
     }
@@ -232,7 +247,9 @@ impl Query {
                 .parse::<u32>()
                 .ok()
                 .filter(|n| (1..=max).contains(n))
-                .ok_or_else(|| ApiError::BadRequest(format!("{name}: must be an integer 1..={max}"))),
+                .ok_or_else(|| {
+                    ApiError::BadRequest(format!("{name}: must be an integer 1..={max}"))
+                }),
         }
     }
 
@@ -241,14 +258,20 @@ impl Query {
             .map(|v| {
                 DateTime::parse_from_rfc3339(v)
                     .map(|t| t.with_timezone(&Utc))
-                    .map_err(|e| ApiError::BadRequest(format!("{name}: not an RFC 3339 time ({e})")))
+                    .map_err(|e| {
+                        ApiError::BadRequest(format!("{name}: not an RFC 3339 time ({e})"))
+                    })
             })
             .transpose()
     }
 }
 
 /// Authenticates and checks that the reader may see this room.
-async fn authorize(app: &AppState, room_id: &RoomId, authorization: Option<&str>) -> Result<(), ApiError> {
+async fn authorize(
+    app: &AppState,
+    room_id: &RoomId,
+    authorization: Option<&str>,
+) -> Result<(), ApiError> {
     let reader = app
         .auth
         .reader(authorization)
@@ -265,7 +288,12 @@ async fn authorize(app: &AppState, room_id: &RoomId, authorization: Option<&str>
     }
 }
 
-async fn room_messages(app: &AppState, room: &str, query: &str, auth: Option<&str>) -> Result<Value, ApiError> {
+async fn room_messages(
+    app: &AppState,
+    room: &str,
+    query: &str,
+    auth: Option<&str>,
+) -> Result<Value, ApiError> {
     let room_id = room_id(room)?;
     let query = Query::parse(query, &["beforeSeq", "afterSeq", "limit", "since", "until"])?;
     let cursor = match (query.seq("beforeSeq")?, query.seq("afterSeq")?) {
@@ -273,7 +301,9 @@ async fn room_messages(app: &AppState, room: &str, query: &str, auth: Option<&st
         (Some(before), None) => HistoryCursor::Before(before),
         (None, Some(after)) => HistoryCursor::After(after),
         (Some(_), Some(_)) => {
-            return Err(ApiError::BadRequest("beforeSeq, afterSeq: give at most one of them".into()));
+            return Err(ApiError::BadRequest(
+                "beforeSeq, afterSeq: give at most one of them".into(),
+            ));
         }
     };
     let limit = query.count("limit", DEFAULT_LIMIT, MAX_LIMIT)?;
@@ -288,8 +318,12 @@ async fn room_messages(app: &AppState, room: &str, query: &str, auth: Option<&st
     }
     let (messages, has_more) = store.message_page(&room_id, cursor, limit, range).await?;
     let older = matches!(cursor, HistoryCursor::Latest | HistoryCursor::Before(_));
-    let next_before = (older && has_more).then(|| messages.first().map(|m| m.seq)).flatten();
-    let next_after = (!older && has_more).then(|| messages.last().map(|m| m.seq)).flatten();
+    let next_before = (older && has_more)
+        .then(|| messages.first().map(|m| m.seq))
+        .flatten();
+    let next_after = (!older && has_more)
+        .then(|| messages.last().map(|m| m.seq))
+        .flatten();
     Ok(json!({
         "roomID": room_id,
         "messages": messages,
@@ -323,16 +357,27 @@ async fn room_info(app: &AppState, room: &str, auth: Option<&str>) -> Result<Val
     }))
 }
 
-async fn room_members(app: &AppState, room: &str, query: &str, auth: Option<&str>) -> Result<Value, ApiError> {
+async fn room_members(
+    app: &AppState,
+    room: &str,
+    query: &str,
+    auth: Option<&str>,
+) -> Result<Value, ApiError> {
     let room_id = room_id(room)?;
     let query = Query::parse(query, &["nextFlag", "count"])?;
-    let count = query.count("count", crate::protocol::MAX_PAGE, crate::protocol::MAX_PAGE)?;
+    let count = query.count(
+        "count",
+        crate::protocol::MAX_PAGE,
+        crate::protocol::MAX_PAGE,
+    )?;
     authorize(app, &room_id, auth).await?;
     let store = app.rooms.store();
     if store.room_details(&room_id).await?.is_none() {
         return Err(ApiError::RoomNotFound(room_id));
     }
-    let (members, has_more) = store.member_page(&room_id, query.get("nextFlag"), count).await?;
+    let (members, has_more) = store
+        .member_page(&room_id, query.get("nextFlag"), count)
+        .await?;
     let next_flag = match (has_more, members.last()) {
         (true, Some(last)) => last.user_id.to_string(),
         _ => String::new(),

@@ -545,7 +545,11 @@ mod tests {
         assert_eq!(r.error.code, ErrorCode::InvalidArgument);
         assert!(r.error.message.contains("roomID"), "{}", r.error.message);
         let r = rejected(r#"{"id":1,"op":"joinRoom","roomID":5}"#);
-        assert!(r.error.message.starts_with("roomID:"), "{}", r.error.message);
+        assert!(
+            r.error.message.starts_with("roomID:"),
+            "{}",
+            r.error.message
+        );
         let r = rejected(r#"{"id":1,"op":"login","userInfo":{"userID":"a b"}}"#);
         assert!(
             r.error.message.starts_with("userInfo.userID:"),

@@ -15,13 +15,15 @@ use tokio_util::task::TaskTracker;
 use serde_json::Value;
 use warp::ws::Message;
 
+use crate::domain::ClientMessageId;
 use crate::domain::{RoomId, RoomInfo, RoomMessage, UserInfo};
 use crate::hub::{ConnId, Hub, Outbox, RoomGuard, Subscriber};
-use crate::protocol::{ErrorBody, ErrorCode, Event, HistoryCursor, OutgoingMessage, RoomConfig, SendConfig};
+use crate::protocol::{
+    ErrorBody, ErrorCode, Event, HistoryCursor, OutgoingMessage, RoomConfig, SendConfig,
+};
 use crate::store::messages::{Appended, NewMessage, TimeRange};
 use crate::store::rooms::{JoinError, Joined, NewRoom};
 use crate::store::{Store, StoreError};
-use crate::domain::ClientMessageId;
 
 /// Sizes the server accepts; see `Config` for their settings.
 #[derive(Debug, Clone, Copy)]
@@ -158,7 +160,11 @@ impl Rooms {
         &self.hub
     }
 
-    fn new_room<'r>(&self, info: &'r RoomInfo, config: &RoomConfig) -> Result<NewRoom<'r>, RoomError> {
+    fn new_room<'r>(
+        &self,
+        info: &'r RoomInfo,
+        config: &RoomConfig,
+    ) -> Result<NewRoom<'r>, RoomError> {
         let delay = config
             .room_destroy_delay_time
             .unwrap_or(self.default_destroy_delay_secs);
@@ -177,8 +183,8 @@ impl Rooms {
     }
 
     /// `createRoom`: a new room with the caller as its first member.
-    pub async fn create<'a>(
-        &'a self,
+    pub async fn create(
+        &self,
         caller: &Caller,
         info: &RoomInfo,
         config: &RoomConfig,
@@ -311,7 +317,12 @@ impl Rooms {
     }
 
     /// Removes the membership and tells the remaining connections.
-    async fn depart(&self, room: &RoomGuard<'_>, user: &UserInfo, room_id: &RoomId) -> Result<(), StoreError> {
+    async fn depart(
+        &self,
+        room: &RoomGuard<'_>,
+        user: &UserInfo,
+        room_id: &RoomId,
+    ) -> Result<(), StoreError> {
         if self.store.leave_room(room_id, &user.user_id).await? {
             announce_left(room, user, room_id);
         }
@@ -423,7 +434,12 @@ fn announce_left(room: &RoomGuard<'_>, user: &UserInfo, room_id: &RoomId) {
     room.broadcast(&Message::text(event.to_json()), None);
 }
 
-fn entered<'a>(room: RoomGuard<'a>, room_id: &RoomId, joined: Joined, since_seq: Option<i64>) -> Entered<'a> {
+fn entered<'a>(
+    room: RoomGuard<'a>,
+    room_id: &RoomId,
+    joined: Joined,
+    since_seq: Option<i64>,
+) -> Entered<'a> {
     Entered {
         room_info: RoomInfo {
             room_id: room_id.clone(),
@@ -446,7 +462,12 @@ impl Entered<'_> {
         let room_id = &self.room_info.room_id;
         while after < self.last_seq {
             let (page, _) = store
-                .message_page(room_id, HistoryCursor::After(after), CATCH_UP_PAGE, TimeRange::default())
+                .message_page(
+                    room_id,
+                    HistoryCursor::After(after),
+                    CATCH_UP_PAGE,
+                    TimeRange::default(),
+                )
                 .await?;
             let Some(last) = page.last() else { break };
             after = last.seq;

@@ -113,7 +113,8 @@ async fn write_loop(
 
 impl Session {
     async fn read_loop(&mut self, mut stream: SplitStream<WebSocket>) {
-        let login_deadline = tokio::time::sleep_until(Instant::now() + self.app.config.login_timeout);
+        let login_deadline =
+            tokio::time::sleep_until(Instant::now() + self.app.config.login_timeout);
         tokio::pin!(login_deadline);
         loop {
             let frame = tokio::select! {
@@ -166,7 +167,8 @@ impl Session {
         let (id, request) = match protocol::decode(text) {
             Ok(decoded) => decoded,
             Err(rejected) => {
-                self.reply(protocol::error_reply(rejected.id, &rejected.error)).await;
+                self.reply(protocol::error_reply(rejected.id, &rejected.error))
+                    .await;
                 return;
             }
         };
@@ -195,12 +197,18 @@ impl Session {
             Request::Login { .. } => unreachable!("handled above"),
             Request::Ping => protocol::ok_reply(id, &json!({})),
             Request::CreateRoom { room_info, config } => {
-                let info = rooms.create(&caller, &room_info, &config).await.map_err(room_error)?;
+                let info = rooms
+                    .create(&caller, &room_info, &config)
+                    .await
+                    .map_err(room_error)?;
                 self.joined.insert(info.room_id.clone());
                 protocol::ok_reply(id, &json!({ "roomInfo": info }))
             }
             Request::JoinRoom { room_id, since_seq } => {
-                let entered = rooms.join(&caller, &room_id, since_seq).await.map_err(room_error)?;
+                let entered = rooms
+                    .join(&caller, &room_id, since_seq)
+                    .await
+                    .map_err(room_error)?;
                 self.joined.insert(room_id);
                 let reply = json!({ "roomInfo": entered.room_info, "lastSeq": entered.last_seq });
                 self.reply(protocol::ok_reply(id, &reply)).await;
@@ -251,12 +259,22 @@ impl Session {
                 client_message_id,
             } => {
                 let stored = rooms
-                    .send(&caller, &room_id, &message, &config, client_message_id.as_ref())
+                    .send(
+                        &caller,
+                        &room_id,
+                        &message,
+                        &config,
+                        client_message_id.as_ref(),
+                    )
                     .await
                     .map_err(room_error)?;
                 protocol::ok_reply(id, &json!({ "message": stored }))
             }
-            Request::QueryHistoryMessage { room_id, cursor, count } => {
+            Request::QueryHistoryMessage {
+                room_id,
+                cursor,
+                count,
+            } => {
                 let (messages, has_more) = rooms
                     .history(&caller, &room_id, cursor, count)
                     .await
@@ -268,7 +286,10 @@ impl Session {
                 next_flag,
                 count,
             } => {
-                rooms.require_joined(&caller, &room_id).await.map_err(room_error)?;
+                rooms
+                    .require_joined(&caller, &room_id)
+                    .await
+                    .map_err(room_error)?;
                 let (members, has_more) = rooms
                     .store()
                     .member_page(&room_id, next_flag.as_deref(), count)
@@ -281,7 +302,10 @@ impl Session {
                 protocol::ok_reply(id, &json!({ "memberList": members, "nextFlag": next_flag }))
             }
             Request::QueryRoomOnlineMemberCount { room_id } => {
-                rooms.require_joined(&caller, &room_id).await.map_err(room_error)?;
+                rooms
+                    .require_joined(&caller, &room_id)
+                    .await
+                    .map_err(room_error)?;
                 let count = rooms
                     .store()
                     .member_count(&room_id)
@@ -317,7 +341,8 @@ impl Session {
         match self.app.auth.login(user_info, token.as_deref()) {
             Ok(user) => {
                 tracing::debug!(conn = self.conn, user = %user.user_id, "logged in");
-                self.reply(protocol::ok_reply(id, &json!({ "userInfo": user }))).await;
+                self.reply(protocol::ok_reply(id, &json!({ "userInfo": user })))
+                    .await;
                 self.caller = Some(Caller {
                     conn: self.conn,
                     user,

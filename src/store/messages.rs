@@ -3,9 +3,7 @@
 use chrono::{DateTime, Utc};
 
 use super::{Store, StoreError, is_unique_violation};
-use crate::domain::{
-    ClientMessageId, MessageType, Priority, RoomId, RoomMessage, UserId,
-};
+use crate::domain::{ClientMessageId, MessageType, Priority, RoomId, RoomMessage, UserId};
 use crate::protocol::HistoryCursor;
 
 /// A message about to be stored; the store assigns id, seq and timestamp.
@@ -209,7 +207,9 @@ impl Store {
         let has_more = rows.len() as i64 == fetch;
         rows.truncate(limit as usize);
         Ok((
-            rows.into_iter().filter_map(MessageRow::into_message).collect(),
+            rows.into_iter()
+                .filter_map(MessageRow::into_message)
+                .collect(),
             has_more,
         ))
     }

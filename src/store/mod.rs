@@ -82,7 +82,9 @@ impl Store {
 
     /// `/readyz`: does the database answer right now?
     pub async fn ping(&self) -> Result<(), StoreError> {
-        sqlx::query!("select 1 as one").fetch_one(&self.pool).await?;
+        sqlx::query!("select 1 as one")
+            .fetch_one(&self.pool)
+            .await?;
         Ok(())
     }
 

@@ -3,14 +3,24 @@
 use serde_json::{Value, json};
 use tokio_tungstenite::tungstenite::Message;
 
-use crate::helpers::{spawn_app, say};
+use crate::helpers::{say, spawn_app};
 
 #[tokio::test]
 async fn malformed_frames_get_errors_and_the_connection_stays_open() {
     let app = spawn_app().await;
     let mut a = app.client("a").await;
 
-    for frame in ["{not json", "[1,2]", "42", "\"str\"", "", r#"{"op":"ping"}"#, r#"{"id":"7","op":"ping"}"#, r#"{"id":-1,"op":"ping"}"#, r#"{"id":4294967296,"op":"ping"}"#] {
+    for frame in [
+        "{not json",
+        "[1,2]",
+        "42",
+        "\"str\"",
+        "",
+        r#"{"op":"ping"}"#,
+        r#"{"id":"7","op":"ping"}"#,
+        r#"{"id":-1,"op":"ping"}"#,
+        r#"{"id":4294967296,"op":"ping"}"#,
+    ] {
         a.send_raw(Message::text(frame)).await;
         let reply = a.null_reply().await;
         assert_eq!(reply["ok"], false, "{frame}");
@@ -36,24 +46,61 @@ async fn malformed_frames_get_errors_and_the_connection_stays_open() {
 async fn missing_and_ill_typed_fields_name_the_field() {
     let app = spawn_app().await;
     let mut a = app.client("a").await;
-    a.ok(json!({"op": "createRoom", "roomInfo": {"roomID": "r"}})).await;
+    a.ok(json!({"op": "createRoom", "roomInfo": {"roomID": "r"}}))
+        .await;
     let cases: Vec<(Value, &str)> = vec![
         (json!({"op": "joinRoom"}), "roomID"),
         (json!({"op": "joinRoom", "roomID": 7}), "roomID"),
-        (json!({"op": "joinRoom", "roomID": "r", "sinceSeq": "3"}), "sinceSeq"),
-        (json!({"op": "joinRoom", "roomID": "r", "sinceSeq": -1}), "sinceSeq"),
+        (
+            json!({"op": "joinRoom", "roomID": "r", "sinceSeq": "3"}),
+            "sinceSeq",
+        ),
+        (
+            json!({"op": "joinRoom", "roomID": "r", "sinceSeq": -1}),
+            "sinceSeq",
+        ),
         (json!({"op": "createRoom"}), "roomInfo"),
-        (json!({"op": "createRoom", "roomInfo": {"roomName": "x"}}), "roomID"),
-        (json!({"op": "createRoom", "roomInfo": {"roomID": "r2", "roomName": 5}}), "roomInfo.roomName"),
-        (json!({"op": "createRoom", "roomInfo": {"roomID": "r2"}, "config": {"roomDestroyDelayTime": "x"}}), "config.roomDestroyDelayTime"),
+        (
+            json!({"op": "createRoom", "roomInfo": {"roomName": "x"}}),
+            "roomID",
+        ),
+        (
+            json!({"op": "createRoom", "roomInfo": {"roomID": "r2", "roomName": 5}}),
+            "roomInfo.roomName",
+        ),
+        (
+            json!({"op": "createRoom", "roomInfo": {"roomID": "r2"}, "config": {"roomDestroyDelayTime": "x"}}),
+            "config.roomDestroyDelayTime",
+        ),
         (json!({"op": "sendRoomMessage", "roomID": "r"}), "message"),
-        (json!({"op": "sendRoomMessage", "roomID": "r", "message": {"type": "text"}}), "message"),
-        (json!({"op": "sendRoomMessage", "roomID": "r", "message": {"type": "text", "message": 1}}), "message.message"),
-        (json!({"op": "sendRoomMessage", "roomID": "r", "message": {"type": "text", "message": "x"}, "config": {"priority": "urgent"}}), "config.priority"),
-        (json!({"op": "sendRoomMessage", "roomID": "r", "message": {"type": "text", "message": "x"}, "clientMessageID": ""}), "clientMessageID"),
-        (json!({"op": "sendRoomMessage", "roomID": "r", "message": {"type": "text", "message": "x"}, "clientMessageID": "c".repeat(65)}), "clientMessageID"),
-        (json!({"op": "queryHistoryMessage", "roomID": "r", "count": "ten"}), "count"),
-        (json!({"op": "queryRoomMemberList", "roomID": "r", "count": 0}), "count"),
+        (
+            json!({"op": "sendRoomMessage", "roomID": "r", "message": {"type": "text"}}),
+            "message",
+        ),
+        (
+            json!({"op": "sendRoomMessage", "roomID": "r", "message": {"type": "text", "message": 1}}),
+            "message.message",
+        ),
+        (
+            json!({"op": "sendRoomMessage", "roomID": "r", "message": {"type": "text", "message": "x"}, "config": {"priority": "urgent"}}),
+            "config.priority",
+        ),
+        (
+            json!({"op": "sendRoomMessage", "roomID": "r", "message": {"type": "text", "message": "x"}, "clientMessageID": ""}),
+            "clientMessageID",
+        ),
+        (
+            json!({"op": "sendRoomMessage", "roomID": "r", "message": {"type": "text", "message": "x"}, "clientMessageID": "c".repeat(65)}),
+            "clientMessageID",
+        ),
+        (
+            json!({"op": "queryHistoryMessage", "roomID": "r", "count": "ten"}),
+            "count",
+        ),
+        (
+            json!({"op": "queryRoomMemberList", "roomID": "r", "count": 0}),
+            "count",
+        ),
     ];
     for (request, field) in cases {
         let error = a.fails(request.clone(), 1003).await;
@@ -64,7 +111,9 @@ async fn missing_and_ill_typed_fields_name_the_field() {
         );
     }
     // None of it stored anything.
-    let history = a.ok(json!({"op": "queryHistoryMessage", "roomID": "r"})).await;
+    let history = a
+        .ok(json!({"op": "queryHistoryMessage", "roomID": "r"}))
+        .await;
     assert_eq!(history["messageList"], json!([]));
     app.stop().await;
 }
@@ -74,22 +123,50 @@ async fn room_ids_are_validated() {
     let app = spawn_app().await;
     let mut a = app.client("a").await;
     let too_long = "r".repeat(129);
-    for bad in ["", too_long.as_str(), "with space", "quote'", "slash/", "émoji", "tab\t", "a\"b", "back\\slash", "comma,"] {
+    for bad in [
+        "",
+        too_long.as_str(),
+        "with space",
+        "quote'",
+        "slash/",
+        "émoji",
+        "tab\t",
+        "a\"b",
+        "back\\slash",
+        "comma,",
+    ] {
         let error = a
-            .fails(json!({"op": "enterRoom", "roomInfo": {"roomID": bad}}), 1003)
+            .fails(
+                json!({"op": "enterRoom", "roomInfo": {"roomID": bad}}),
+                1003,
+            )
             .await;
-        assert!(error["message"].as_str().unwrap().starts_with("roomInfo.roomID"), "{bad:?}: {error}");
-        a.fails(json!({"op": "joinRoom", "roomID": bad}), 1003).await;
+        assert!(
+            error["message"]
+                .as_str()
+                .unwrap()
+                .starts_with("roomInfo.roomID"),
+            "{bad:?}: {error}"
+        );
+        a.fails(json!({"op": "joinRoom", "roomID": bad}), 1003)
+            .await;
     }
     let longest = "r".repeat(128);
     let odd = "!#$%&()+-:;<=.>?@[]^_{}|~";
     for good in [longest.as_str(), odd, "Z"] {
-        a.ok(json!({"op": "enterRoom", "roomInfo": {"roomID": good}})).await;
+        a.ok(json!({"op": "enterRoom", "roomInfo": {"roomID": good}}))
+            .await;
     }
-    a.fails(json!({"op": "createRoom", "roomInfo": {"roomID": "n", "roomName": "x".repeat(65)}}), 1003)
-        .await;
-    a.fails(json!({"op": "login", "userInfo": {"userID": "a", "userName": "x".repeat(65)}}), 1003)
-        .await;
+    a.fails(
+        json!({"op": "createRoom", "roomInfo": {"roomID": "n", "roomName": "x".repeat(65)}}),
+        1003,
+    )
+    .await;
+    a.fails(
+        json!({"op": "login", "userInfo": {"userID": "a", "userName": "x".repeat(65)}}),
+        1003,
+    )
+    .await;
     app.stop().await;
 }
 
@@ -117,7 +194,9 @@ async fn quotes_and_sql_are_stored_verbatim() {
     assert_eq!(sent["roomID"], room);
     let event = b.expect_event("roomMessageReceived").await;
     assert_eq!(event["messageList"][0], sent);
-    let history = b.ok(json!({"op": "queryHistoryMessage", "roomID": room})).await;
+    let history = b
+        .ok(json!({"op": "queryHistoryMessage", "roomID": room}))
+        .await;
     assert_eq!(history["messageList"], json!([sent]));
     let encoded: String = url_escape(room);
     let (status, rest) = app.get(&format!("/v1/rooms/{encoded}")).await;
@@ -143,7 +222,8 @@ async fn an_oversized_frame_closes_only_that_connection_with_1009() {
     let app = spawn_app().await;
     let mut a = app.client("a").await;
     let mut b = app.client("b").await;
-    a.ok(json!({"op": "createRoom", "roomInfo": {"roomID": "r"}})).await;
+    a.ok(json!({"op": "createRoom", "roomInfo": {"roomID": "r"}}))
+        .await;
     b.ok(json!({"op": "joinRoom", "roomID": "r"})).await;
     a.expect_event("roomMemberJoined").await;
 
@@ -162,6 +242,9 @@ async fn an_oversized_frame_closes_only_that_connection_with_1009() {
     b.expect_event("roomMemberLeft").await;
     let sent = say(&mut a, "r", "still here").await;
     assert_eq!(sent["seq"], 1);
-    assert_eq!(b.expect_event("roomMessageReceived").await["messageList"][0], sent);
+    assert_eq!(
+        b.expect_event("roomMessageReceived").await["messageList"][0],
+        sent
+    );
     app.stop().await;
 }

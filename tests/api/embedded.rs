@@ -15,7 +15,8 @@ async fn embedded_postgres_keeps_data_across_runs() {
     };
     let app = spawn_app_with(config()).await;
     let mut a = app.client("a").await;
-    a.ok(json!({"op": "createRoom", "roomInfo": {"roomID": "durable"}})).await;
+    a.ok(json!({"op": "createRoom", "roomInfo": {"roomID": "durable"}}))
+        .await;
     let sent = say(&mut a, "durable", "persisted").await;
     app.stop().await;
     assert!(data_dir.path().join("pg/data/PG_VERSION").exists());

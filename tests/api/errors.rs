@@ -9,7 +9,9 @@ use crate::helpers::{fresh_database, spawn_app, spawn_app_with, test_config};
 async fn requests_before_login_get_1004() {
     let app = spawn_app().await;
     let mut client = app.connect().await;
-    let error = client.fails(json!({"op": "joinRoom", "roomID": "r"}), 1004).await;
+    let error = client
+        .fails(json!({"op": "joinRoom", "roomID": "r"}), 1004)
+        .await;
     assert_eq!(error["reason"], "not_logged_in");
     client.fails(json!({"op": "ping"}), 1004).await;
     client
@@ -25,25 +27,48 @@ async fn room_errors_have_zims_codes() {
     let mut a = app.client("a").await;
     let mut b = app.client("b").await;
 
-    let error = a.fails(json!({"op": "joinRoom", "roomID": "nowhere"}), 6000322).await;
+    let error = a
+        .fails(json!({"op": "joinRoom", "roomID": "nowhere"}), 6000322)
+        .await;
     assert_eq!(error["reason"], "room_not_found");
     assert!(error["message"].as_str().unwrap().contains("nowhere"));
 
-    a.ok(json!({"op": "createRoom", "roomInfo": {"roomID": "here"}})).await;
-    let error = b.fails(json!({"op": "createRoom", "roomInfo": {"roomID": "here"}}), 6000323).await;
+    a.ok(json!({"op": "createRoom", "roomInfo": {"roomID": "here"}}))
+        .await;
+    let error = b
+        .fails(
+            json!({"op": "createRoom", "roomInfo": {"roomID": "here"}}),
+            6000323,
+        )
+        .await;
     assert_eq!(error["reason"], "room_exists");
 
     // Members-only: b has not joined.
     let send = json!({"op": "sendRoomMessage", "roomID": "here", "message": {"type": "text", "message": "hi"}});
     let error = b.fails(send.clone(), 6000321).await;
     assert_eq!(error["reason"], "not_in_room");
-    b.fails(json!({"op": "queryHistoryMessage", "roomID": "here"}), 6000321).await;
-    b.fails(json!({"op": "queryRoomMemberList", "roomID": "here"}), 6000321).await;
-    b.fails(json!({"op": "queryRoomOnlineMemberCount", "roomID": "here"}), 6000321).await;
-    b.fails(json!({"op": "leaveRoom", "roomID": "here"}), 6000321).await;
+    b.fails(
+        json!({"op": "queryHistoryMessage", "roomID": "here"}),
+        6000321,
+    )
+    .await;
+    b.fails(
+        json!({"op": "queryRoomMemberList", "roomID": "here"}),
+        6000321,
+    )
+    .await;
+    b.fails(
+        json!({"op": "queryRoomOnlineMemberCount", "roomID": "here"}),
+        6000321,
+    )
+    .await;
+    b.fails(json!({"op": "leaveRoom", "roomID": "here"}), 6000321)
+        .await;
 
     // Nothing b tried was stored.
-    let history = a.ok(json!({"op": "queryHistoryMessage", "roomID": "here"})).await;
+    let history = a
+        .ok(json!({"op": "queryHistoryMessage", "roomID": "here"}))
+        .await;
     assert_eq!(history["messageList"], json!([]));
 
     b.ok(json!({"op": "joinRoom", "roomID": "here"})).await;
@@ -55,7 +80,8 @@ async fn room_errors_have_zims_codes() {
 async fn oversized_bodies_get_1007_and_nothing_is_stored() {
     let app = spawn_app().await;
     let mut a = app.client("a").await;
-    a.ok(json!({"op": "createRoom", "roomInfo": {"roomID": "big"}})).await;
+    a.ok(json!({"op": "createRoom", "roomInfo": {"roomID": "big"}}))
+        .await;
     let cases = [
         ("text", "x".repeat(32 * 1024 + 1), String::new()),
         ("custom", "x".repeat(32 * 1024 + 1), String::new()),
@@ -77,7 +103,9 @@ async fn oversized_bodies_get_1007_and_nothing_is_stored() {
     a.ok(json!({"op": "sendRoomMessage", "roomID": "big",
                 "message": {"type": "text", "message": "x".repeat(32 * 1024)}}))
         .await;
-    let history = a.ok(json!({"op": "queryHistoryMessage", "roomID": "big"})).await;
+    let history = a
+        .ok(json!({"op": "queryHistoryMessage", "roomID": "big"}))
+        .await;
     assert_eq!(history["messageList"].as_array().unwrap().len(), 1);
     assert_eq!(history["messageList"][0]["seq"], 1);
     app.stop().await;
@@ -93,23 +121,52 @@ async fn out_of_range_arguments_get_1003_naming_the_field() {
             1003,
         )
         .await;
-    assert!(error["message"].as_str().unwrap().contains("roomDestroyDelayTime"), "{error}");
+    assert!(
+        error["message"]
+            .as_str()
+            .unwrap()
+            .contains("roomDestroyDelayTime"),
+        "{error}"
+    );
     a.ok(json!({"op": "createRoom", "roomInfo": {"roomID": "slow"}, "config": {"roomDestroyDelayTime": 10800}}))
         .await;
     let error = a
-        .fails(json!({"op": "queryHistoryMessage", "roomID": "slow", "count": 101}), 1003)
+        .fails(
+            json!({"op": "queryHistoryMessage", "roomID": "slow", "count": 101}),
+            1003,
+        )
         .await;
-    assert!(error["message"].as_str().unwrap().starts_with("count"), "{error}");
+    assert!(
+        error["message"].as_str().unwrap().starts_with("count"),
+        "{error}"
+    );
     let error = a
-        .fails(json!({"op": "queryHistoryMessage", "roomID": "slow", "beforeSeq": 5, "afterSeq": 1}), 1003)
+        .fails(
+            json!({"op": "queryHistoryMessage", "roomID": "slow", "beforeSeq": 5, "afterSeq": 1}),
+            1003,
+        )
         .await;
-    assert!(error["message"].as_str().unwrap().contains("beforeSeq"), "{error}");
+    assert!(
+        error["message"].as_str().unwrap().contains("beforeSeq"),
+        "{error}"
+    );
     let error = a
         .fails(json!({"op": "sendRoomMessage", "roomID": "slow", "message": {"type": "video", "message": "x"}}), 1003)
         .await;
-    assert!(error["message"].as_str().unwrap().starts_with("message.type"), "{error}");
-    a.fails(json!({"op": "login", "userInfo": {"userID": "someone-else"}}), 1003).await;
-    a.ok(json!({"op": "login", "userInfo": {"userID": "a"}})).await;
+    assert!(
+        error["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("message.type"),
+        "{error}"
+    );
+    a.fails(
+        json!({"op": "login", "userInfo": {"userID": "someone-else"}}),
+        1003,
+    )
+    .await;
+    a.ok(json!({"op": "login", "userInfo": {"userID": "a"}}))
+        .await;
     a.ok(json!({"op": "ping"})).await;
     app.stop().await;
 }
@@ -136,7 +193,10 @@ async fn with_a_secret_login_needs_a_valid_token_for_that_user() {
         .await
         .ok(json!({"op": "login", "userInfo": {"userID": "ann", "userName": "x"}, "token": good}))
         .await;
-    assert_eq!(reply["userInfo"], json!({"userID": "ann", "userName": "Token Name"}));
+    assert_eq!(
+        reply["userInfo"],
+        json!({"userID": "ann", "userName": "Token Name"})
+    );
 
     let bad_tokens = [
         None,
@@ -148,7 +208,10 @@ async fn with_a_secret_login_needs_a_valid_token_for_that_user() {
     for bad in bad_tokens {
         let mut client = app.connect().await;
         let error = client
-            .fails(json!({"op": "login", "userInfo": {"userID": "ann"}, "token": bad}), 1005)
+            .fails(
+                json!({"op": "login", "userInfo": {"userID": "ann"}, "token": bad}),
+                1005,
+            )
             .await;
         assert_eq!(error["reason"], "unauthorized");
         assert_eq!(client.closed().await, Some(4001), "token {bad:?}");

@@ -2,7 +2,7 @@
 
 use serde_json::json;
 
-use crate::helpers::{spawn_app, say};
+use crate::helpers::{say, spawn_app};
 
 #[tokio::test]
 async fn three_users_share_a_room_and_messages_reach_the_others_once() {
@@ -14,14 +14,20 @@ async fn three_users_share_a_room_and_messages_reach_the_others_once() {
     let created = a
         .ok(json!({"op": "createRoom", "roomInfo": {"roomID": "math-101", "roomName": "Math"}}))
         .await;
-    assert_eq!(created["roomInfo"], json!({"roomID": "math-101", "roomName": "Math"}));
+    assert_eq!(
+        created["roomInfo"],
+        json!({"roomID": "math-101", "roomName": "Math"})
+    );
 
     let joined = b.ok(json!({"op": "joinRoom", "roomID": "math-101"})).await;
     assert_eq!(joined["roomInfo"]["roomName"], "Math");
     assert_eq!(joined["lastSeq"], 0);
     let event = a.expect_event("roomMemberJoined").await;
     assert_eq!(event["roomID"], "math-101");
-    assert_eq!(event["memberList"], json!([{"userID": "bob", "userName": "bob name"}]));
+    assert_eq!(
+        event["memberList"],
+        json!([{"userID": "bob", "userName": "bob name"}])
+    );
 
     c.ok(json!({"op": "joinRoom", "roomID": "math-101"})).await;
     for member in [&mut a, &mut b] {
@@ -34,14 +40,21 @@ async fn three_users_share_a_room_and_messages_reach_the_others_once() {
     let m1 = say(&mut a, "math-101", "from a").await;
     let m2 = say(&mut b, "math-101", "from b").await;
     let m3 = say(&mut c, "math-101", "from c").await;
-    assert_eq!((m1["seq"].clone(), m2["seq"].clone(), m3["seq"].clone()), (json!(1), json!(2), json!(3)));
+    assert_eq!(
+        (m1["seq"].clone(), m2["seq"].clone(), m3["seq"].clone()),
+        (json!(1), json!(2), json!(3))
+    );
     assert_eq!(m1["senderUserID"], "alice");
     assert_eq!(m1["type"], "text");
     assert_eq!(m1["priority"], "medium");
     assert!(m1["messageID"].is_string());
     assert!(m1["timestamp"].as_i64().unwrap() > 1_700_000_000_000);
 
-    let expected = [(&mut a, vec![&m2, &m3]), (&mut b, vec![&m1, &m3]), (&mut c, vec![&m1, &m2])];
+    let expected = [
+        (&mut a, vec![&m2, &m3]),
+        (&mut b, vec![&m1, &m3]),
+        (&mut c, vec![&m1, &m2]),
+    ];
     for (client, messages) in expected {
         for message in messages {
             let event = client.expect_event("roomMessageReceived").await;
@@ -56,7 +69,10 @@ async fn three_users_share_a_room_and_messages_reach_the_others_once() {
     assert_eq!(left["roomID"], "math-101");
     for member in [&mut a, &mut c] {
         let event = member.expect_event("roomMemberLeft").await;
-        assert_eq!(event["memberList"], json!([{"userID": "bob", "userName": "bob name"}]));
+        assert_eq!(
+            event["memberList"],
+            json!([{"userID": "bob", "userName": "bob name"}])
+        );
     }
     say(&mut a, "math-101", "after bob left").await;
     c.expect_event("roomMessageReceived").await;
@@ -76,7 +92,10 @@ async fn enter_room_creates_a_missing_room_and_joins_an_existing_one() {
     let entered = x
         .ok(json!({"op": "enterRoom", "roomInfo": {"roomID": "lobby", "roomName": "Lobby"}}))
         .await;
-    assert_eq!(entered["roomInfo"], json!({"roomID": "lobby", "roomName": "Lobby"}));
+    assert_eq!(
+        entered["roomInfo"],
+        json!({"roomID": "lobby", "roomName": "Lobby"})
+    );
     assert_eq!(entered["lastSeq"], 0);
 
     // Name and config only apply when enterRoom creates the room.
@@ -93,8 +112,11 @@ async fn enter_room_creates_a_missing_room_and_joins_an_existing_one() {
     y.expect_silence().await;
 
     // createRoom on an existing room fails and changes nothing.
-    y.fails(json!({"op": "createRoom", "roomInfo": {"roomID": "lobby", "roomName": "Again"}}), 6000323)
-        .await;
+    y.fails(
+        json!({"op": "createRoom", "roomInfo": {"roomID": "lobby", "roomName": "Again"}}),
+        6000323,
+    )
+    .await;
     x.expect_silence().await;
     app.stop().await;
 }
@@ -104,17 +126,21 @@ async fn joining_twice_is_idempotent_and_silent() {
     let app = spawn_app().await;
     let mut a = app.client("a").await;
     let mut b = app.client("b").await;
-    a.ok(json!({"op": "createRoom", "roomInfo": {"roomID": "r1", "roomName": ""}})).await;
+    a.ok(json!({"op": "createRoom", "roomInfo": {"roomID": "r1", "roomName": ""}}))
+        .await;
     b.ok(json!({"op": "joinRoom", "roomID": "r1"})).await;
     a.expect_event("roomMemberJoined").await;
 
     b.ok(json!({"op": "joinRoom", "roomID": "r1"})).await;
-    b.ok(json!({"op": "enterRoom", "roomInfo": {"roomID": "r1"}})).await;
+    b.ok(json!({"op": "enterRoom", "roomInfo": {"roomID": "r1"}}))
+        .await;
     a.ok(json!({"op": "joinRoom", "roomID": "r1"})).await;
     a.expect_silence().await;
     b.expect_silence().await;
 
-    let count = a.ok(json!({"op": "queryRoomOnlineMemberCount", "roomID": "r1"})).await;
+    let count = a
+        .ok(json!({"op": "queryRoomOnlineMemberCount", "roomID": "r1"}))
+        .await;
     assert_eq!(count["count"], 2);
     app.stop().await;
 }
@@ -123,34 +149,50 @@ async fn joining_twice_is_idempotent_and_silent() {
 async fn one_user_on_two_connections_is_one_member() {
     let app = spawn_app().await;
     let mut watcher = app.client("watcher").await;
-    watcher.ok(json!({"op": "createRoom", "roomInfo": {"roomID": "multi"}})).await;
+    watcher
+        .ok(json!({"op": "createRoom", "roomInfo": {"roomID": "multi"}}))
+        .await;
 
     let mut phone = app.client("dana").await;
     let mut laptop = app.client("dana").await;
     phone.ok(json!({"op": "joinRoom", "roomID": "multi"})).await;
     let joined = watcher.expect_event("roomMemberJoined").await;
     assert_eq!(joined["memberList"][0]["userID"], "dana");
-    laptop.ok(json!({"op": "joinRoom", "roomID": "multi"})).await;
+    laptop
+        .ok(json!({"op": "joinRoom", "roomID": "multi"}))
+        .await;
     watcher.expect_silence().await;
 
-    let count = watcher.ok(json!({"op": "queryRoomOnlineMemberCount", "roomID": "multi"})).await;
+    let count = watcher
+        .ok(json!({"op": "queryRoomOnlineMemberCount", "roomID": "multi"}))
+        .await;
     assert_eq!(count["count"], 2);
 
     // A message from one of Dana's connections reaches her other one.
     let sent = say(&mut phone, "multi", "from the phone").await;
-    assert_eq!(laptop.expect_event("roomMessageReceived").await["messageList"][0], sent);
-    assert_eq!(watcher.expect_event("roomMessageReceived").await["messageList"][0], sent);
+    assert_eq!(
+        laptop.expect_event("roomMessageReceived").await["messageList"][0],
+        sent
+    );
+    assert_eq!(
+        watcher.expect_event("roomMessageReceived").await["messageList"][0],
+        sent
+    );
     phone.expect_silence().await;
 
     // The first connection leaving does not make Dana leave.
-    phone.ok(json!({"op": "leaveRoom", "roomID": "multi"})).await;
+    phone
+        .ok(json!({"op": "leaveRoom", "roomID": "multi"}))
+        .await;
     watcher.expect_silence().await;
 
     // The last one going away (dropped, not left) does.
     drop(laptop);
     let left = watcher.expect_event("roomMemberLeft").await;
     assert_eq!(left["memberList"][0]["userID"], "dana");
-    let count = watcher.ok(json!({"op": "queryRoomOnlineMemberCount", "roomID": "multi"})).await;
+    let count = watcher
+        .ok(json!({"op": "queryRoomOnlineMemberCount", "roomID": "multi"}))
+        .await;
     assert_eq!(count["count"], 1);
     app.stop().await;
 }
@@ -159,7 +201,9 @@ async fn one_user_on_two_connections_is_one_member() {
 async fn concurrent_senders_are_delivered_in_seq_order_without_gaps() {
     let app = spawn_app().await;
     let mut reader = app.client("reader").await;
-    reader.ok(json!({"op": "createRoom", "roomInfo": {"roomID": "busy"}})).await;
+    reader
+        .ok(json!({"op": "createRoom", "roomInfo": {"roomID": "busy"}}))
+        .await;
     let per_sender = 40;
     let mut senders = Vec::new();
     for i in 0..4 {
@@ -203,11 +247,15 @@ async fn concurrent_senders_are_delivered_in_seq_order_without_gaps() {
 async fn member_list_pages_with_next_flag() {
     let app = spawn_app().await;
     let mut owner = app.client("u00").await;
-    owner.ok(json!({"op": "createRoom", "roomInfo": {"roomID": "crowd"}})).await;
+    owner
+        .ok(json!({"op": "createRoom", "roomInfo": {"roomID": "crowd"}}))
+        .await;
     let mut others = Vec::new();
     for i in 1..7 {
         let mut client = app.client(&format!("u{i:02}")).await;
-        client.ok(json!({"op": "joinRoom", "roomID": "crowd"})).await;
+        client
+            .ok(json!({"op": "joinRoom", "roomID": "crowd"}))
+            .await;
         others.push(client);
     }
     let mut seen = Vec::new();

@@ -199,7 +199,9 @@ impl TestApp {
 
     /// A direct database connection, for checking what was stored.
     pub async fn db(&self) -> PgConnection {
-        PgConnection::connect(&self.database_url).await.expect("db connects")
+        PgConnection::connect(&self.database_url)
+            .await
+            .expect("db connects")
     }
 }
 
@@ -234,7 +236,9 @@ impl Client {
                 .expect("connection open")
                 .expect("frame reads");
             match frame {
-                Message::Text(text) => return serde_json::from_str(&text).expect("server sends JSON"),
+                Message::Text(text) => {
+                    return serde_json::from_str(&text).expect("server sends JSON");
+                }
                 Message::Close(close) => panic!("connection closed: {close:?}"),
                 _ => continue,
             }
@@ -262,7 +266,11 @@ impl Client {
             if frame.get("event").is_some() {
                 self.events.push_back(frame);
             } else {
-                assert_eq!(frame["id"], Value::Null, "expected a null-id reply: {frame}");
+                assert_eq!(
+                    frame["id"],
+                    Value::Null,
+                    "expected a null-id reply: {frame}"
+                );
                 return frame;
             }
         }
@@ -294,7 +302,10 @@ impl Client {
             return event;
         }
         let frame = self.next_json().await;
-        assert!(frame.get("event").is_some(), "expected an event, got {frame}");
+        assert!(
+            frame.get("event").is_some(),
+            "expected an event, got {frame}"
+        );
         frame
     }
 
@@ -310,7 +321,11 @@ impl Client {
     pub async fn expect_silence(&mut self) {
         let id = self.send(json!({"op": "ping"})).await;
         self.reply(id).await;
-        assert!(self.events.is_empty(), "unexpected events: {:?}", self.events);
+        assert!(
+            self.events.is_empty(),
+            "unexpected events: {:?}",
+            self.events
+        );
         if let Ok(Some(Ok(frame))) = tokio::time::timeout(QUIET, self.ws.next()).await {
             panic!("unexpected frame: {frame:?}");
         }
@@ -319,7 +334,10 @@ impl Client {
     /// Waits for the server to close the connection; returns the close code.
     pub async fn closed(&mut self) -> Option<u16> {
         loop {
-            match tokio::time::timeout(WAIT, self.ws.next()).await.expect("closed in time") {
+            match tokio::time::timeout(WAIT, self.ws.next())
+                .await
+                .expect("closed in time")
+            {
                 Some(Ok(Message::Close(frame))) => return frame.map(|f| u16::from(f.code)),
                 Some(Ok(_)) => continue,
                 Some(Err(_)) | None => return None,

@@ -3,11 +3,14 @@
 use serde_json::{Value, json};
 use sqlx::Row;
 
-use crate::helpers::{Client, TestApp, fresh_database, spawn_app, spawn_app_with, test_config, say};
+use crate::helpers::{
+    Client, TestApp, fresh_database, say, spawn_app, spawn_app_with, test_config,
+};
 
 async fn room_with_messages(app: &TestApp, room: &str, n: usize) -> Client {
     let mut a = app.client("writer").await;
-    a.ok(json!({"op": "createRoom", "roomInfo": {"roomID": room}})).await;
+    a.ok(json!({"op": "createRoom", "roomInfo": {"roomID": room}}))
+        .await;
     for i in 1..=n {
         say(&mut a, room, &format!("message {i}")).await;
     }
@@ -33,7 +36,10 @@ async fn ws_history_pages_both_ways_without_gap_or_overlap() {
     loop {
         let page = a.ok(request.clone()).await;
         let page_seqs = seqs(&page["messageList"]);
-        assert!(page_seqs.windows(2).all(|w| w[0] + 1 == w[1]), "ascending within a page");
+        assert!(
+            page_seqs.windows(2).all(|w| w[0] + 1 == w[1]),
+            "ascending within a page"
+        );
         all.splice(0..0, page_seqs.iter().copied());
         if page["hasMore"] == false {
             break;
@@ -58,8 +64,13 @@ async fn ws_history_pages_both_ways_without_gap_or_overlap() {
     }
     assert_eq!(all, (1..=253).collect::<Vec<i64>>());
 
-    let default = a.ok(json!({"op": "queryHistoryMessage", "roomID": "hist"})).await;
-    assert_eq!(seqs(&default["messageList"]), (234..=253).collect::<Vec<i64>>());
+    let default = a
+        .ok(json!({"op": "queryHistoryMessage", "roomID": "hist"}))
+        .await;
+    assert_eq!(
+        seqs(&default["messageList"]),
+        (234..=253).collect::<Vec<i64>>()
+    );
     assert_eq!(default["messageList"][19]["message"], "message 253");
     app.stop().await;
 }
@@ -80,7 +91,10 @@ async fn rest_history_pages_both_ways_without_gap_or_overlap() {
             assert_eq!(page["nextBeforeSeq"], Value::Null);
             break;
         }
-        path = format!("/v1/rooms/rest-hist/messages?limit=70&beforeSeq={}", page["nextBeforeSeq"]);
+        path = format!(
+            "/v1/rooms/rest-hist/messages?limit=70&beforeSeq={}",
+            page["nextBeforeSeq"]
+        );
     }
     assert_eq!(all, (1..=260).collect::<Vec<i64>>());
 
@@ -88,7 +102,9 @@ async fn rest_history_pages_both_ways_without_gap_or_overlap() {
     let mut after = 0;
     loop {
         let (_, page) = app
-            .get(&format!("/v1/rooms/rest-hist/messages?limit=1000&afterSeq={after}"))
+            .get(&format!(
+                "/v1/rooms/rest-hist/messages?limit=1000&afterSeq={after}"
+            ))
             .await;
         let page_seqs = seqs(&page["messages"]);
         all.extend(&page_seqs);
@@ -117,15 +133,24 @@ async fn rest_history_filters_by_time() {
         .unwrap();
     let cut = (chrono::Utc::now() - chrono::Duration::minutes(30)).to_rfc3339();
     let cut = cut.replace('+', "%2B");
-    let (status, recent) = app.get(&format!("/v1/rooms/timed/messages?since={cut}")).await;
+    let (status, recent) = app
+        .get(&format!("/v1/rooms/timed/messages?since={cut}"))
+        .await;
     assert_eq!(status, 200, "{recent}");
     assert_eq!(seqs(&recent["messages"]), vec![3]);
-    let (_, old) = app.get(&format!("/v1/rooms/timed/messages?until={cut}")).await;
+    let (_, old) = app
+        .get(&format!("/v1/rooms/timed/messages?until={cut}"))
+        .await;
     assert_eq!(seqs(&old["messages"]), vec![1, 2]);
     let (status, bad) = app.get("/v1/rooms/timed/messages?since=yesterday").await;
     assert_eq!(status, 400);
     assert_eq!(bad["error"]["code"], 1003);
-    assert!(bad["error"]["message"].as_str().unwrap().starts_with("since"));
+    assert!(
+        bad["error"]["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("since")
+    );
     say(&mut a, "timed", "still works").await;
     app.stop().await;
 }
@@ -148,14 +173,19 @@ async fn non_members_cannot_read_history() {
     member
         .ok(json!({"op": "login", "userInfo": {"userID": "member"}, "token": user_token("member")}))
         .await;
-    member.ok(json!({"op": "createRoom", "roomInfo": {"roomID": "private"}})).await;
+    member
+        .ok(json!({"op": "createRoom", "roomInfo": {"roomID": "private"}}))
+        .await;
     say(&mut member, "private", "secret plans").await;
     let mut outsider = app.connect().await;
     outsider
         .ok(json!({"op": "login", "userInfo": {"userID": "outsider"}, "token": user_token("outsider")}))
         .await;
     outsider
-        .fails(json!({"op": "queryHistoryMessage", "roomID": "private"}), 6000321)
+        .fails(
+            json!({"op": "queryHistoryMessage", "roomID": "private"}),
+            6000321,
+        )
         .await;
 
     let path = "/v1/rooms/private/messages";
@@ -164,13 +194,18 @@ async fn non_members_cannot_read_history() {
     let (status, _) = app.get_with(path, Some("wrong")).await;
     assert_eq!(status, 401);
     let (status, body) = app.get_with(path, Some(&user_token("outsider"))).await;
-    assert_eq!((status, body["error"]["code"].clone()), (403, json!(6000321)));
+    assert_eq!(
+        (status, body["error"]["code"].clone()),
+        (403, json!(6000321))
+    );
     let (status, body) = app.get_with(path, Some(&user_token("member"))).await;
     assert_eq!(status, 200);
     assert_eq!(body["messages"][0]["message"], "secret plans");
     let (status, _) = app.get_with(path, Some("admin-token")).await;
     assert_eq!(status, 200);
-    let (status, _) = app.get_with("/v1/rooms/private/members", Some(&user_token("outsider"))).await;
+    let (status, _) = app
+        .get_with("/v1/rooms/private/members", Some(&user_token("outsider")))
+        .await;
     assert_eq!(status, 403);
     app.stop().await;
 }
@@ -180,7 +215,8 @@ async fn a_resent_client_message_id_returns_the_original() {
     let app = spawn_app().await;
     let mut a = app.client("a").await;
     let mut b = app.client("b").await;
-    a.ok(json!({"op": "createRoom", "roomInfo": {"roomID": "dedup"}})).await;
+    a.ok(json!({"op": "createRoom", "roomInfo": {"roomID": "dedup"}}))
+        .await;
     b.ok(json!({"op": "joinRoom", "roomID": "dedup"})).await;
     a.expect_event("roomMemberJoined").await;
 
@@ -198,7 +234,10 @@ async fn a_resent_client_message_id_returns_the_original() {
     let other = b.ok(send("mine", "c-1")).await["message"].clone();
     assert_eq!(other["seq"], 2);
 
-    assert_eq!(b.expect_event("roomMessageReceived").await["messageList"][0], first);
+    assert_eq!(
+        b.expect_event("roomMessageReceived").await["messageList"][0],
+        first
+    );
     b.expect_silence().await;
 
     let mut db = app.db().await;
@@ -216,7 +255,9 @@ async fn joining_with_since_seq_replays_what_was_missed_then_live() {
     let app = spawn_app().await;
     let mut a = room_with_messages(&app, "resume", 150).await;
     let mut b = app.client("b").await;
-    let joined = b.ok(json!({"op": "joinRoom", "roomID": "resume", "sinceSeq": 20})).await;
+    let joined = b
+        .ok(json!({"op": "joinRoom", "roomID": "resume", "sinceSeq": 20}))
+        .await;
     assert_eq!(joined["lastSeq"], 150);
     let mut replayed = Vec::new();
     while replayed.len() < 130 {
@@ -225,12 +266,16 @@ async fn joining_with_since_seq_replays_what_was_missed_then_live() {
     }
     assert_eq!(replayed, (21..=150).collect::<Vec<i64>>());
     let live = say(&mut a, "resume", "live").await;
-    assert_eq!(b.expect_event("roomMessageReceived").await["messageList"][0], live);
+    assert_eq!(
+        b.expect_event("roomMessageReceived").await["messageList"][0],
+        live
+    );
     b.expect_silence().await;
 
     // Up to date: nothing to replay.
     let mut c = app.client("c").await;
-    c.ok(json!({"op": "enterRoom", "roomInfo": {"roomID": "resume"}, "sinceSeq": 151})).await;
+    c.ok(json!({"op": "enterRoom", "roomInfo": {"roomID": "resume"}, "sinceSeq": 151}))
+        .await;
     c.expect_silence().await;
     app.stop().await;
 }
@@ -252,7 +297,10 @@ async fn history_reads_are_index_range_scans() {
     .execute(&mut db)
     .await
     .unwrap();
-    sqlx::query("analyze messages").execute(&mut db).await.unwrap();
+    sqlx::query("analyze messages")
+        .execute(&mut db)
+        .await
+        .unwrap();
     let plan: Vec<String> = sqlx::query_scalar(
         "explain select id, seq from messages
          where room_id = 'room7' and seq < 50

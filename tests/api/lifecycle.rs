@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use serde_json::json;
 
-use crate::helpers::{fresh_database, spawn_app, spawn_app_with, test_config, say};
+use crate::helpers::{fresh_database, say, spawn_app, spawn_app_with, test_config};
 
 #[tokio::test]
 async fn a_restart_keeps_history_continues_seq_and_drops_stale_members() {
@@ -12,7 +12,8 @@ async fn a_restart_keeps_history_continues_seq_and_drops_stale_members() {
     let app = spawn_app_with(test_config(&url)).await;
     let mut a = app.client("a").await;
     let mut b = app.client("b").await;
-    a.ok(json!({"op": "createRoom", "roomInfo": {"roomID": "keep", "roomName": "Kept"}})).await;
+    a.ok(json!({"op": "createRoom", "roomInfo": {"roomID": "keep", "roomName": "Kept"}}))
+        .await;
     b.ok(json!({"op": "joinRoom", "roomID": "keep"})).await;
     for i in 1..=5 {
         say(&mut a, "keep", &format!("before {i}")).await;
@@ -33,18 +34,27 @@ async fn a_restart_keeps_history_continues_seq_and_drops_stale_members() {
     let mut a = app.client("a").await;
     let joined = a.ok(json!({"op": "joinRoom", "roomID": "keep"})).await;
     assert_eq!(joined["lastSeq"], 5);
-    let count = a.ok(json!({"op": "queryRoomOnlineMemberCount", "roomID": "keep"})).await;
+    let count = a
+        .ok(json!({"op": "queryRoomOnlineMemberCount", "roomID": "keep"}))
+        .await;
     assert_eq!(count["count"], 1);
     let sent = say(&mut a, "keep", "after").await;
     assert_eq!(sent["seq"], 6);
-    let history = a.ok(json!({"op": "queryHistoryMessage", "roomID": "keep"})).await;
+    let history = a
+        .ok(json!({"op": "queryHistoryMessage", "roomID": "keep"}))
+        .await;
     let bodies: Vec<&str> = history["messageList"]
         .as_array()
         .unwrap()
         .iter()
         .map(|m| m["message"].as_str().unwrap())
         .collect();
-    assert_eq!(bodies, ["before 1", "before 2", "before 3", "before 4", "before 5", "after"]);
+    assert_eq!(
+        bodies,
+        [
+            "before 1", "before 2", "before 3", "before 4", "before 5", "after"
+        ]
+    );
     app.stop().await;
 }
 
@@ -52,7 +62,9 @@ async fn a_restart_keeps_history_continues_seq_and_drops_stale_members() {
 async fn shutdown_closes_every_websocket_with_a_close_frame() {
     let app = spawn_app().await;
     let mut logged_in = app.client("a").await;
-    logged_in.ok(json!({"op": "enterRoom", "roomInfo": {"roomID": "r"}})).await;
+    logged_in
+        .ok(json!({"op": "enterRoom", "roomInfo": {"roomID": "r"}}))
+        .await;
     let mut anonymous = app.connect().await;
     let addr = app.addr;
     app.stop().await;
@@ -82,7 +94,8 @@ async fn leave_all_room_leaves_every_room_of_the_connection() {
     let mut a = app.client("a").await;
     let mut watcher = app.client("w").await;
     for room in ["one", "two", "three"] {
-        a.ok(json!({"op": "enterRoom", "roomInfo": {"roomID": room}})).await;
+        a.ok(json!({"op": "enterRoom", "roomInfo": {"roomID": room}}))
+            .await;
         watcher.ok(json!({"op": "joinRoom", "roomID": room})).await;
         a.expect_event("roomMemberJoined").await;
     }
@@ -105,7 +118,8 @@ async fn leave_all_room_leaves_every_room_of_the_connection() {
 async fn the_last_leave_marks_the_room_empty_and_a_join_clears_it() {
     let app = spawn_app().await;
     let mut a = app.client("a").await;
-    a.ok(json!({"op": "createRoom", "roomInfo": {"roomID": "e"}})).await;
+    a.ok(json!({"op": "createRoom", "roomInfo": {"roomID": "e"}}))
+        .await;
     let (_, room) = app.get("/v1/rooms/e").await;
     assert!(room["emptySince"].is_null());
     a.ok(json!({"op": "leaveRoom", "roomID": "e"})).await;

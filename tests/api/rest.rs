@@ -2,7 +2,7 @@
 
 use serde_json::json;
 
-use crate::helpers::{fresh_database, spawn_app, spawn_app_with, test_config, say};
+use crate::helpers::{fresh_database, say, spawn_app, spawn_app_with, test_config};
 
 #[tokio::test]
 async fn health_and_readiness() {
@@ -20,15 +20,20 @@ async fn room_and_members_over_rest() {
     let app = spawn_app().await;
     let mut a = app.client("a").await;
     let mut b = app.client("b").await;
-    a.ok(json!({"op": "createRoom", "roomInfo": {"roomID": "info", "roomName": "Info"},
-                "config": {"roomDestroyDelayTime": 60, "roomAttributes": {"topic": "rust"}}}))
-        .await;
+    a.ok(
+        json!({"op": "createRoom", "roomInfo": {"roomID": "info", "roomName": "Info"},
+                "config": {"roomDestroyDelayTime": 60, "roomAttributes": {"topic": "rust"}}}),
+    )
+    .await;
     b.ok(json!({"op": "joinRoom", "roomID": "info"})).await;
     say(&mut a, "info", "one").await;
 
     let (status, room) = app.get("/v1/rooms/info").await;
     assert_eq!(status, 200);
-    assert_eq!(room["roomInfo"], json!({"roomID": "info", "roomName": "Info"}));
+    assert_eq!(
+        room["roomInfo"],
+        json!({"roomID": "info", "roomName": "Info"})
+    );
     assert_eq!(room["memberCount"], 2);
     assert_eq!(room["lastSeq"], 1);
     assert_eq!(room["roomDestroyDelayTime"], 60);
@@ -38,13 +43,20 @@ async fn room_and_members_over_rest() {
 
     let (status, members) = app.get("/v1/rooms/info/members?count=1").await;
     assert_eq!(status, 200);
-    assert_eq!(members["memberList"], json!([{"userID": "a", "userName": "a name"}]));
+    assert_eq!(
+        members["memberList"],
+        json!([{"userID": "a", "userName": "a name"}])
+    );
     assert_eq!(members["nextFlag"], "a");
     let (_, rest) = app.get("/v1/rooms/info/members?count=1&nextFlag=a").await;
     assert_eq!(rest["memberList"][0]["userID"], "b");
     assert_eq!(rest["nextFlag"], "");
 
-    for path in ["/v1/rooms/ghost", "/v1/rooms/ghost/members", "/v1/rooms/ghost/messages"] {
+    for path in [
+        "/v1/rooms/ghost",
+        "/v1/rooms/ghost/members",
+        "/v1/rooms/ghost/messages",
+    ] {
         let (status, body) = app.get(path).await;
         assert_eq!(status, 404, "{path}");
         assert_eq!(body["error"]["code"], 6000322);
@@ -72,8 +84,13 @@ async fn an_admin_token_closes_open_rest() {
     config.admin_token = Some("let-me-in".into());
     let app = spawn_app_with(config).await;
     let mut a = app.client("a").await;
-    a.ok(json!({"op": "createRoom", "roomInfo": {"roomID": "guarded"}})).await;
-    for path in ["/v1/rooms/guarded", "/v1/rooms/guarded/messages", "/v1/rooms/guarded/members"] {
+    a.ok(json!({"op": "createRoom", "roomInfo": {"roomID": "guarded"}}))
+        .await;
+    for path in [
+        "/v1/rooms/guarded",
+        "/v1/rooms/guarded/messages",
+        "/v1/rooms/guarded/members",
+    ] {
         let (status, body) = app.get(path).await;
         assert_eq!(status, 401, "{path}");
         assert_eq!(body["error"]["reason"], "unauthorized");
