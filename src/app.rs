@@ -14,7 +14,9 @@ use tokio_util::task::TaskTracker;
 use crate::auth::Authenticator;
 use crate::config::Config;
 use crate::embedded_pg::{EmbeddedOptions, EmbeddedPgError, EmbeddedPostgres};
+use crate::metrics::Metrics;
 use crate::rooms::{RoomSettings, Rooms};
+use crate::scheduler::{Retention, Scheduler, SchedulerError};
 use crate::store::Store;
 
 /// How long shutdown waits for sessions to send their close frames.
@@ -36,6 +38,10 @@ pub enum AppError {
     Store(#[from] crate::store::StoreError),
     #[error(transparent)]
     EmbeddedPg(#[from] EmbeddedPgError),
+    #[error("invalid --node-id: {0}")]
+    NodeId(#[from] crate::domain::InvalidValue),
+    #[error(transparent)]
+    Scheduler(#[from] SchedulerError),
 }
 
 /// What every connection and handler shares.
@@ -44,17 +50,19 @@ pub struct AppState {
     pub config: Config,
     pub rooms: Arc<Rooms>,
     pub auth: Authenticator,
+    pub metrics: Arc<Metrics>,
     /// Cancelled to stop the server; sessions watch it to send Close frames.
     pub shutdown: CancellationToken,
     /// Upgraded WebSocket sessions, which warp's graceful shutdown does not track.
     pub sessions: TaskTracker,
 }
 
-/// A built server, listening but not yet serving.
+/// A built server, listening but not yet serving (its scheduler already runs).
 pub struct App {
     state: Arc<AppState>,
     listener: TcpListener,
     local_addr: SocketAddr,
+    scheduler: Scheduler,
     embedded: Option<EmbeddedPostgres>,
 }
 
@@ -84,10 +92,11 @@ impl App {
                 (pg.connect_options(), Some(pg))
             }
         };
+        let node = config.node()?;
         let store = Store::connect(options).await?;
-        let stale = store.clear_stale_members().await?;
+        let stale = store.clear_stale_members(&node).await?;
         if stale > 0 {
-            tracing::info!(stale, "removed members left over from a previous run");
+            tracing::info!(stale, %node, "removed members left over from a previous run");
         }
         let shutdown = CancellationToken::new();
         let rooms = Rooms::new(
@@ -96,10 +105,17 @@ impl App {
                 limits: config.message_limits(),
                 default_destroy_delay_secs: config.room_destroy_delay,
                 reconnect_grace: config.reconnect_grace,
+                node,
             },
             shutdown.clone(),
         );
         let auth = Authenticator::new(config.auth_secret.as_deref(), config.admin_token.as_deref());
+        let metrics = Arc::new(Metrics::default());
+        let retention = config.history_retention.map(|window| Retention {
+            window,
+            schedule: config.retention_schedule.clone(),
+        });
+        let scheduler = Scheduler::start(rooms.store().clone(), metrics.clone(), retention).await?;
         if auth.is_open() {
             tracing::warn!(
                 "no auth secret: open mode, any userID may log in (local development only)"
@@ -110,11 +126,13 @@ impl App {
                 config,
                 rooms: Arc::new(rooms),
                 auth,
+                metrics,
                 shutdown,
                 sessions: TaskTracker::new(),
             }),
             listener,
             local_addr,
+            scheduler,
             embedded,
         })
     }
@@ -140,6 +158,7 @@ impl App {
             state,
             listener,
             local_addr,
+            scheduler,
             embedded,
         } = self;
         tracing::info!(%local_addr, "roomd listening");
@@ -157,6 +176,7 @@ impl App {
             tracing::warn!("some connections did not close within {SESSION_DRAIN:?}");
         }
         state.rooms.wait_background().await;
+        scheduler.stop().await;
         state.rooms.store().close().await;
         if let Some(pg) = embedded {
             pg.stop().await;

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use clap::{Args, ValueEnum};
 
+use crate::domain::{InvalidValue, NodeId};
 use crate::rooms::MessageLimits;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -56,6 +57,22 @@ pub struct Config {
           value_parser = clap::value_parser!(u32).range(0..=10800))]
     pub room_destroy_delay: u32,
 
+    /// How long messages are kept (e.g. 30d); older ones are deleted by a
+    /// daily job. Unset: keep forever.
+    #[arg(long, env = "ROOMD_HISTORY_RETENTION", value_parser = duration)]
+    pub history_retention: Option<Duration>,
+
+    /// When the retention job runs: a six-field cron expression in UTC
+    /// (sec min hour day month weekday).
+    #[arg(long, env = "ROOMD_RETENTION_SCHEDULE", default_value = "0 17 3 * * *")]
+    pub retention_schedule: String,
+
+    /// Names this process among roomd processes sharing one database; a
+    /// restart removes the memberships left by the same node id. Default:
+    /// <hostname>:<bind port>.
+    #[arg(long, env = "ROOMD_NODE_ID")]
+    pub node_id: Option<String>,
+
     /// How long a dropped connection keeps its memberships before its user
     /// leaves (e.g. 30s). 0: leave at once.
     #[arg(long, env = "ROOMD_RECONNECT_GRACE", default_value = "0s", value_parser = duration)]
@@ -97,6 +114,20 @@ impl Config {
             config: Config,
         }
         <Only as clap::Parser>::parse_from(["roomd"]).config
+    }
+
+    /// The node id: as configured, or `<hostname>:<bind port>`.
+    pub fn node(&self) -> Result<NodeId, InvalidValue> {
+        match &self.node_id {
+            Some(id) => NodeId::parse(id.clone()),
+            None => {
+                let host = nix::unistd::gethostname()
+                    .ok()
+                    .and_then(|h| h.into_string().ok())
+                    .unwrap_or_else(|| "roomd".into());
+                NodeId::parse(format!("{host}:{}", self.bind.port()))
+            }
+        }
     }
 
     pub fn message_limits(&self) -> MessageLimits {

@@ -66,6 +66,11 @@ string_newtype!(
     UserName
 );
 string_newtype!(
+    /// Names one roomd process among those sharing a database; its
+    /// memberships carry it so a restart removes only its own leftovers.
+    NodeId
+);
+string_newtype!(
     /// The sender's idempotency key for one message: 1–64 bytes.
     ClientMessageId
 );
@@ -146,6 +151,16 @@ impl RoomName {
 impl UserName {
     pub fn parse(value: impl Into<String>) -> Result<Self, InvalidValue> {
         bounded_text("userName", value.into(), 64).map(Self)
+    }
+}
+
+impl NodeId {
+    pub fn parse(value: impl Into<String>) -> Result<Self, InvalidValue> {
+        let value = bounded_text("node id", value.into(), 128)?;
+        if value.is_empty() {
+            return Err(InvalidValue("node id must not be empty".into()));
+        }
+        Ok(Self(value))
     }
 }
 

@@ -131,6 +131,29 @@ pub fn routes(
             }
         });
 
+    let metrics = warp::path!("metrics")
+        .and(warp::get())
+        .and(authorization)
+        .and(with_app.clone())
+        .then(|auth: Option<String>, app: Arc<AppState>| async move {
+            match app.auth.reader(auth.as_deref()) {
+                Ok(Reader::Admin | Reader::Anyone) => warp::reply::with_header(
+                    app.metrics.render(),
+                    "content-type",
+                    "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                )
+                .into_response(),
+                Ok(Reader::User(_)) => {
+                    let mut response =
+                        ApiError::Unauthorized("metrics need the admin token".into())
+                            .into_response();
+                    *response.status_mut() = StatusCode::FORBIDDEN;
+                    response
+                }
+                Err(e) => ApiError::Unauthorized(e.to_string()).into_response(),
+            }
+        });
+
     let messages = warp::path!("v1" / "rooms" / String / "messages")
         .and(warp::get())
         .and(raw_query)
@@ -166,6 +189,8 @@ pub fn routes(
     ws.or(healthz)
         .unify()
         .or(readyz)
+        .unify()
+        .or(metrics)
         .unify()
         .or(messages)
         .unify()

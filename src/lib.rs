@@ -16,6 +16,8 @@
 //! - [`store`]: all SQL, by table family; the database decides, memory only caches.
 //! - [`http`]: REST routes, health checks, and the WebSocket upgrade.
 //! - [`auth`]: login tokens and REST readers.
+//! - [`scheduler`]: background jobs: empty-room destruction, history retention.
+//! - [`metrics`]: counters exposed at `GET /metrics`.
 //! - [`embedded_pg`]: a private PostgreSQL when no database URL is given.
 //! - [`telemetry`]: logging setup.
 
@@ -26,8 +28,10 @@ pub mod domain;
 pub mod embedded_pg;
 pub mod http;
 pub mod hub;
+pub mod metrics;
 pub mod protocol;
 pub mod rooms;
+pub mod scheduler;
 pub mod session;
 pub mod store;
 pub mod telemetry;

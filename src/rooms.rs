@@ -16,7 +16,7 @@ use serde_json::Value;
 use warp::ws::Message;
 
 use crate::domain::ClientMessageId;
-use crate::domain::{RoomId, RoomInfo, RoomMessage, UserInfo};
+use crate::domain::{NodeId, RoomId, RoomInfo, RoomMessage, UserInfo};
 use crate::hub::{ConnId, Hub, Outbox, RoomGuard, Subscriber};
 use crate::protocol::{
     ErrorBody, ErrorCode, Event, HistoryCursor, OutgoingMessage, RoomConfig, SendConfig,
@@ -121,6 +121,8 @@ pub struct Rooms {
     hub: Hub,
     limits: MessageLimits,
     default_destroy_delay_secs: u32,
+    /// This process, recorded on the memberships it creates.
+    node: NodeId,
     /// How long a dropped connection's user stays a member.
     reconnect_grace: Duration,
     /// Pending grace-period leaves; abandoned on shutdown (the next start
@@ -135,6 +137,7 @@ pub struct RoomSettings {
     pub limits: MessageLimits,
     pub default_destroy_delay_secs: u32,
     pub reconnect_grace: Duration,
+    pub node: NodeId,
 }
 
 impl Rooms {
@@ -145,6 +148,7 @@ impl Rooms {
             limits: settings.limits,
             default_destroy_delay_secs: settings.default_destroy_delay_secs,
             reconnect_grace: settings.reconnect_grace,
+            node: settings.node,
             background: TaskTracker::new(),
             shutdown,
         }
@@ -193,7 +197,7 @@ impl Rooms {
         let mut room = self.hub.lock(&info.room_id).await;
         let joined = self
             .store
-            .create_or_join_room(new_room, &caller.user, true)
+            .create_or_join_room(new_room, &caller.user, true, &self.node)
             .await
             .map_err(|e| join_error(&info.room_id, e))?;
         self.admit(&mut room, caller, &info.room_id, &joined);
@@ -213,7 +217,7 @@ impl Rooms {
         let mut room = self.hub.lock(room_id).await;
         let joined = self
             .store
-            .join_room(room_id, &caller.user)
+            .join_room(room_id, &caller.user, &self.node)
             .await
             .map_err(|e| join_error(room_id, e))?;
         self.admit(&mut room, caller, room_id, &joined);
@@ -232,7 +236,7 @@ impl Rooms {
         let mut room = self.hub.lock(&info.room_id).await;
         let joined = self
             .store
-            .create_or_join_room(new_room, &caller.user, false)
+            .create_or_join_room(new_room, &caller.user, false, &self.node)
             .await
             .map_err(|e| join_error(&info.room_id, e))?;
         self.admit(&mut room, caller, &info.room_id, &joined);

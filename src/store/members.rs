@@ -30,9 +30,11 @@ impl Store {
             == 1;
         if left {
             sqlx::query!(
-                "update rooms set empty_since = now()
-                 where room_id = $1
-                   and not exists (select 1 from members where room_id = $1)",
+                "update rooms
+                    set empty_since = now(),
+                        destroy_at = now() + make_interval(secs => destroy_delay_secs)
+                  where room_id = $1
+                    and not exists (select 1 from members where room_id = $1)",
                 room_id.as_str()
             )
             .execute(&mut *tx)

@@ -213,4 +213,48 @@ impl Store {
             has_more,
         ))
     }
+
+    /// History retention: deletes messages stored before `cutoff`, room by
+    /// room through the `(room_id, created_at)` index, at most `batch` rows
+    /// per statement so no transaction holds many locks or blocks senders
+    /// for long. Returns how many messages were deleted.
+    pub async fn delete_messages_before(
+        &self,
+        cutoff: DateTime<Utc>,
+        batch: i64,
+    ) -> Result<u64, StoreError> {
+        let mut deleted = 0;
+        let mut after = String::new();
+        loop {
+            let rooms = sqlx::query_scalar!(
+                "select room_id from room_streams where room_id > $1 order by room_id limit 500",
+                after
+            )
+            .fetch_all(&self.pool)
+            .await?;
+            let Some(last) = rooms.last() else { break };
+            after = last.clone();
+            for room in &rooms {
+                loop {
+                    let n = sqlx::query!(
+                        "delete from messages
+                          where id in (select id from messages
+                                        where room_id = $1 and created_at < $2
+                                        limit $3)",
+                        room,
+                        cutoff,
+                        batch
+                    )
+                    .execute(&self.pool)
+                    .await?
+                    .rows_affected();
+                    deleted += n;
+                    if n < batch as u64 {
+                        break;
+                    }
+                }
+            }
+        }
+        Ok(deleted)
+    }
 }

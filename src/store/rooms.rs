@@ -4,7 +4,7 @@ use chrono::{DateTime, Utc};
 use serde_json::Value;
 
 use super::{Store, StoreError, is_unique_violation};
-use crate::domain::{RoomId, RoomName, UserInfo};
+use crate::domain::{NodeId, RoomId, RoomName, UserInfo};
 
 /// What the creator of a room decides, stored with the room.
 #[derive(Debug, Clone)]
@@ -62,6 +62,7 @@ impl Store {
         room: NewRoom<'_>,
         creator: &UserInfo,
         must_be_new: bool,
+        node: &NodeId,
     ) -> Result<Joined, JoinError> {
         let mut tx = self.pool.begin().await?;
         sqlx::query!(
@@ -86,15 +87,20 @@ impl Store {
         if !created && must_be_new {
             return Err(JoinError::Exists);
         }
-        let joined = join_in(&mut tx, room.room_id, creator).await?;
+        let joined = join_in(&mut tx, room.room_id, creator, node).await?;
         tx.commit().await?;
         Ok(joined)
     }
 
     /// Makes `user` a member of an existing room (idempotent).
-    pub async fn join_room(&self, room_id: &RoomId, user: &UserInfo) -> Result<Joined, JoinError> {
+    pub async fn join_room(
+        &self,
+        room_id: &RoomId,
+        user: &UserInfo,
+        node: &NodeId,
+    ) -> Result<Joined, JoinError> {
         let mut tx = self.pool.begin().await?;
-        let joined = join_in(&mut tx, room_id, user).await?;
+        let joined = join_in(&mut tx, room_id, user, node).await?;
         tx.commit().await?;
         Ok(joined)
     }
@@ -132,20 +138,61 @@ impl Store {
         }))
     }
 
-    /// Removes every membership: at start-up nobody is connected to this
-    /// process, so members left by a previous run are stale. Rooms they leave
-    /// empty become empty as of now.
-    pub async fn clear_stale_members(&self) -> Result<u64, StoreError> {
+    /// Removes the memberships this node left behind: at start-up nobody is
+    /// connected to it, so they are stale (the process crashed or was
+    /// stopped). Rooms they leave empty become empty as of now.
+    pub async fn clear_stale_members(&self, node: &NodeId) -> Result<u64, StoreError> {
         let mut tx = self.pool.begin().await?;
-        let removed = sqlx::query!("delete from members")
-            .execute(&mut *tx)
-            .await?
-            .rows_affected();
-        sqlx::query!("update rooms set empty_since = now() where empty_since is null")
-            .execute(&mut *tx)
-            .await?;
+        let rooms: Vec<String> = sqlx::query_scalar!(
+            "delete from members where node_id = $1 returning room_id",
+            node.as_str()
+        )
+        .fetch_all(&mut *tx)
+        .await?;
+        sqlx::query!(
+            "update rooms r
+                set empty_since = now(),
+                    destroy_at = now() + make_interval(secs => r.destroy_delay_secs)
+              where r.room_id = any($1)
+                and r.empty_since is null
+                and not exists (select 1 from members m where m.room_id = r.room_id)",
+            &rooms
+        )
+        .execute(&mut *tx)
+        .await?;
         tx.commit().await?;
-        Ok(removed)
+        Ok(rooms.len() as u64)
+    }
+
+    /// Destroys up to `limit` rooms whose destruction time has passed, and
+    /// returns them with the time they became empty.
+    ///
+    /// Safe with several sweepers on one database: `skip locked` hands each
+    /// due room to exactly one of them, and a join in progress holds a share
+    /// lock on its room, so the room is skipped now and, once the join has
+    /// committed and cleared `destroy_at`, no longer due.
+    pub async fn destroy_due_rooms(
+        &self,
+        limit: i64,
+    ) -> Result<Vec<(RoomId, DateTime<Utc>)>, StoreError> {
+        let rows = sqlx::query!(
+            r#"delete from rooms
+                where room_id in (
+                    select r.room_id from rooms r
+                     where r.destroy_at <= now()
+                       and not exists (select 1 from members m where m.room_id = r.room_id)
+                     order by r.destroy_at
+                     limit $1
+                     for update skip locked)
+                returning room_id, coalesce(empty_since, now()) as "empty_since!""#,
+            limit
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows
+            .into_iter()
+            .filter_map(|r| Some((RoomId::parse(r.room_id).ok()?, r.empty_since)))
+            .collect())
     }
 }
 
@@ -158,6 +205,7 @@ async fn join_in(
     tx: &mut sqlx::PgConnection,
     room_id: &RoomId,
     user: &UserInfo,
+    node: &NodeId,
 ) -> Result<Joined, JoinError> {
     // FOR SHARE keeps the room from being destroyed until this join commits.
     let room = sqlx::query!(
@@ -171,11 +219,12 @@ async fn join_in(
     .await?
     .ok_or(JoinError::NotFound)?;
     let inserted = sqlx::query!(
-        "insert into members (room_id, user_id, user_name) values ($1, $2, $3)
+        "insert into members (room_id, user_id, user_name, node_id) values ($1, $2, $3, $4)
          on conflict do nothing",
         room_id.as_str(),
         user.user_id.as_str(),
         user.user_name.as_str(),
+        node.as_str(),
     )
     .execute(&mut *tx)
     .await;
@@ -186,7 +235,7 @@ async fn join_in(
     };
     if room.empty_since.is_some() {
         sqlx::query!(
-            "update rooms set empty_since = null where room_id = $1",
+            "update rooms set empty_since = null, destroy_at = null where room_id = $1",
             room_id.as_str()
         )
         .execute(&mut *tx)

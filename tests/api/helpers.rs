@@ -25,6 +25,8 @@ use tokio_util::sync::CancellationToken;
 
 /// How long a test waits for something that should happen.
 pub const WAIT: Duration = Duration::from_secs(10);
+/// How often a test polls state that has no event (REST, metrics).
+pub const POLL: Duration = Duration::from_millis(50);
 /// How long a test watches for something that must not happen.
 pub const QUIET: Duration = Duration::from_millis(300);
 
@@ -186,6 +188,60 @@ impl TestApp {
         let status = response.status().as_u16();
         let body = response.json::<Value>().await.unwrap_or(Value::Null);
         (status, body)
+    }
+
+    /// Whether the room exists, as REST reports it.
+    pub async fn room_exists(&self, room: &str) -> bool {
+        match self.get(&format!("/v1/rooms/{room}")).await.0 {
+            200 => true,
+            404 => false,
+            other => panic!("GET /v1/rooms/{room}: unexpected status {other}"),
+        }
+    }
+
+    /// Polls until the room is gone; returns when that was seen. Panics
+    /// after `within`.
+    pub async fn wait_until_gone(&self, room: &str, within: Duration) -> std::time::Instant {
+        let deadline = std::time::Instant::now() + within;
+        loop {
+            if !self.room_exists(room).await {
+                return std::time::Instant::now();
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "room {room} still exists after {within:?}"
+            );
+            tokio::time::sleep(POLL).await;
+        }
+    }
+
+    /// The value of one metric from `GET /metrics` (0 when absent).
+    pub async fn metric(&self, name: &str) -> f64 {
+        let text = reqwest::get(self.http("/metrics"))
+            .await
+            .expect("GET /metrics")
+            .text()
+            .await
+            .expect("metrics body");
+        text.lines()
+            .find_map(|line| line.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+            .unwrap_or(0.0)
+    }
+
+    /// Polls until the metric reaches `at_least`; panics after [`WAIT`].
+    pub async fn wait_for_metric(&self, name: &str, at_least: f64) -> f64 {
+        let deadline = std::time::Instant::now() + WAIT;
+        loop {
+            let value = self.metric(name).await;
+            if value >= at_least {
+                return value;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{name} stayed at {value}, wanted {at_least}"
+            );
+            tokio::time::sleep(POLL).await;
+        }
     }
 
     /// Stops the server and waits until it has fully stopped.

@@ -3,6 +3,7 @@
 mod helpers;
 
 mod bad_input;
+mod destruction;
 mod embedded;
 mod errors;
 mod flow;

@@ -1,0 +1,405 @@
+//! Empty rooms are destroyed after their delay by the scheduler: on time,
+//! exactly once, across restarts and with two servers on one database.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+use sqlx::Row;
+
+use crate::helpers::{TestApp, fresh_database, say, spawn_app, spawn_app_with, test_config};
+
+/// The contract: destroyed within 2 s after the deadline.
+const WITHIN: Duration = Duration::from_secs(2);
+
+async fn create_with_delay(
+    app: &TestApp,
+    user: &str,
+    room: &str,
+    delay: u32,
+) -> crate::helpers::Client {
+    let mut client = app.client(user).await;
+    client
+        .ok(json!({"op": "createRoom", "roomInfo": {"roomID": room},
+                   "config": {"roomDestroyDelayTime": delay}}))
+        .await;
+    client
+}
+
+#[tokio::test]
+async fn with_no_delay_an_empty_room_is_gone_within_two_seconds_and_its_history_stays() {
+    let app = spawn_app().await;
+    let mut a = create_with_delay(&app, "a", "brief", 0).await;
+    let first = say(&mut a, "brief", "one").await;
+    say(&mut a, "brief", "two").await;
+    a.ok(json!({"op": "leaveRoom", "roomID": "brief"})).await;
+    let left = Instant::now();
+    let gone = app.wait_until_gone("brief", WITHIN * 2).await;
+    assert!(
+        gone - left <= WITHIN,
+        "destroyed {:?} after the last leave",
+        gone - left
+    );
+
+    a.fails(json!({"op": "joinRoom", "roomID": "brief"}), 6000322)
+        .await;
+    let (status, history) = app.get("/v1/rooms/brief/messages").await;
+    assert_eq!(status, 200);
+    assert_eq!(history["messages"].as_array().unwrap().len(), 2);
+    assert_eq!(history["messages"][0], first);
+
+    // A room created later under the same id continues the seq stream.
+    a.ok(json!({"op": "createRoom", "roomInfo": {"roomID": "brief"}}))
+        .await;
+    assert_eq!(say(&mut a, "brief", "three").await["seq"], 3);
+    assert_eq!(app.metric("roomd_rooms_destroyed_total").await, 1.0);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_join_within_the_delay_cancels_destruction_and_the_next_countdown_starts_over() {
+    let app = spawn_app().await;
+    let mut a = create_with_delay(&app, "a", "patient", 2).await;
+    a.ok(json!({"op": "leaveRoom", "roomID": "patient"})).await;
+    let first_leave = Instant::now();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let mut b = app.client("b").await;
+    b.ok(json!({"op": "joinRoom", "roomID": "patient"})).await;
+
+    // Well past the first deadline, the room is still there.
+    tokio::time::sleep_until((first_leave + Duration::from_secs(2) + WITHIN).into()).await;
+    assert!(app.room_exists("patient").await);
+    b.ok(json!({"op": "queryRoomOnlineMemberCount", "roomID": "patient"}))
+        .await;
+
+    b.ok(json!({"op": "leaveRoom", "roomID": "patient"})).await;
+    let second_leave = Instant::now();
+    let gone = app.wait_until_gone("patient", Duration::from_secs(6)).await;
+    let after = gone - second_leave;
+    assert!(
+        after >= Duration::from_secs(2) - Duration::from_millis(100),
+        "destroyed early: {after:?}"
+    );
+    assert!(
+        after <= Duration::from_secs(2) + WITHIN,
+        "destroyed late: {after:?}"
+    );
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn dropping_the_connection_counts_as_leaving() {
+    let app = spawn_app().await;
+    let a = create_with_delay(&app, "a", "dropped", 0).await;
+    drop(a);
+    let dropped = Instant::now();
+    let gone = app.wait_until_gone("dropped", WITHIN * 2).await;
+    assert!(
+        gone - dropped <= WITHIN,
+        "destroyed {:?} after the drop",
+        gone - dropped
+    );
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_restart_in_the_middle_of_the_delay_keeps_the_original_deadline() {
+    let url = fresh_database().await;
+    let app = spawn_app_with(test_config(&url)).await;
+    let mut a = create_with_delay(&app, "a", "restarted", 3).await;
+    a.ok(json!({"op": "leaveRoom", "roomID": "restarted"}))
+        .await;
+    let left = Instant::now();
+    app.stop().await;
+
+    let app = spawn_app_with(test_config(&url)).await;
+    assert!(
+        app.room_exists("restarted").await,
+        "destroyed before its deadline"
+    );
+    let gone = app
+        .wait_until_gone("restarted", Duration::from_secs(8))
+        .await;
+    let after = gone - left;
+    assert!(
+        after >= Duration::from_secs(3) - Duration::from_millis(100),
+        "destroyed early: {after:?}"
+    );
+    assert!(
+        after <= Duration::from_secs(3) + WITHIN,
+        "destroyed late: {after:?}"
+    );
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn members_of_a_crashed_run_are_removed_at_start_up_and_their_rooms_count_down() {
+    let url = fresh_database().await;
+    let app = spawn_app_with(test_config(&url)).await;
+    let _a = create_with_delay(&app, "a", "orphaned", 1).await;
+    let mut db = app.db().await;
+    // Simulate a crash: the server goes away without anyone leaving.
+    app.stop().await;
+    let members: i64 = sqlx::query("select count(*) from members")
+        .fetch_one(&mut db)
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(
+        members, 1,
+        "shutdown keeps memberships for the next start to clear"
+    );
+
+    let app = spawn_app_with(test_config(&url)).await;
+    let started = Instant::now();
+    let members: i64 = sqlx::query("select count(*) from members")
+        .fetch_one(&mut db)
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(members, 0);
+    let gone = app
+        .wait_until_gone("orphaned", Duration::from_secs(6))
+        .await;
+    assert!(gone - started <= Duration::from_secs(1) + WITHIN);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn two_servers_sweeping_one_database_destroy_each_room_once_and_never_a_joined_one() {
+    let url = fresh_database().await;
+    let mut config_a = test_config(&url);
+    config_a.node_id = Some("node-a".into());
+    let mut config_b = test_config(&url);
+    config_b.node_id = Some("node-b".into());
+    let a = spawn_app_with(config_a).await;
+    let b = spawn_app_with(config_b).await;
+
+    // 300 empty rooms, all due in one second; half of them are joined
+    // through server B right around their deadline.
+    let rooms = 300;
+    let mut db = a.db().await;
+    sqlx::query(
+        "with ids as (select 'race-' || g as id from generate_series(1, $1) g),
+              streams as (insert into room_streams (room_id) select id from ids)
+         insert into rooms (room_id, room_name, destroy_delay_secs, empty_since, destroy_at)
+         select id, '', 1, now(), now() + interval '1 second' from ids",
+    )
+    .bind(rooms)
+    .execute(&mut db)
+    .await
+    .unwrap();
+    let due = Instant::now() + Duration::from_secs(1);
+
+    let mut joiners = Vec::new();
+    for worker in 0..5 {
+        let mut client = b.client(&format!("joiner{worker}")).await;
+        joiners.push(tokio::spawn(async move {
+            tokio::time::sleep_until((due - Duration::from_millis(150)).into()).await;
+            let mut kept = Vec::new();
+            for i in (1..=rooms).filter(|i| i % 2 == 0 && i % 5 == worker) {
+                let room = format!("race-{i}");
+                let reply = client
+                    .request(json!({"op": "joinRoom", "roomID": room}))
+                    .await;
+                if reply["ok"] == true {
+                    kept.push(room);
+                } else {
+                    assert_eq!(reply["error"]["code"], 6000322, "{reply}");
+                }
+            }
+            (client, kept)
+        }));
+    }
+    let mut kept = Vec::new();
+    let mut clients = Vec::new();
+    for joiner in joiners {
+        let (client, rooms) = joiner.await.unwrap();
+        kept.extend(rooms);
+        clients.push(client);
+    }
+
+    // Every room nobody joined is destroyed, by exactly one of the servers.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let remaining = loop {
+        let remaining: i64 = sqlx::query("select count(*) from rooms")
+            .fetch_one(&mut db)
+            .await
+            .unwrap()
+            .get(0);
+        if remaining == kept.len() as i64 || Instant::now() > deadline {
+            break remaining;
+        }
+        tokio::time::sleep(crate::helpers::POLL).await;
+    };
+    assert_eq!(remaining, kept.len() as i64);
+    let destroyed = a.metric("roomd_rooms_destroyed_total").await
+        + b.metric("roomd_rooms_destroyed_total").await;
+    assert_eq!(destroyed, (rooms as usize - kept.len()) as f64);
+
+    // Every successful join left its user in an existing room.
+    for room in &kept {
+        let member: bool = sqlx::query(
+            "select exists (select 1 from members m join rooms r using (room_id) where m.room_id = $1)",
+        )
+        .bind(room)
+        .fetch_one(&mut db)
+        .await
+        .unwrap()
+        .get(0);
+        assert!(member, "{room} was joined but lost its member");
+    }
+    let orphans: i64 = sqlx::query(
+        "select count(*) from members m where not exists (select 1 from rooms r where r.room_id = m.room_id)",
+    )
+    .fetch_one(&mut db)
+    .await
+    .unwrap()
+    .get(0);
+    assert_eq!(orphans, 0);
+    // The joiners are still there: nothing was swept from under them.
+    drop(clients);
+    a.stop().await;
+    b.stop().await;
+}
+
+#[tokio::test]
+async fn the_sweeper_keeps_time_while_the_server_is_busy() {
+    let app = Arc::new(spawn_app().await);
+    let mut room_owner = app.client("owner").await;
+    room_owner
+        .ok(json!({"op": "createRoom", "roomInfo": {"roomID": "busy"}}))
+        .await;
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut senders = Vec::new();
+    for i in 0..20 {
+        let mut client = app.client(&format!("sender{i}")).await;
+        client.ok(json!({"op": "joinRoom", "roomID": "busy"})).await;
+        let stop = stop.clone();
+        senders.push(tokio::spawn(async move {
+            let mut sent = 0u32;
+            while !stop.load(Ordering::Relaxed) {
+                say(&mut client, "busy", "load").await;
+                sent += 1;
+            }
+            sent
+        }));
+    }
+    let mut a = create_with_delay(&app, "a", "timely", 1).await;
+    a.ok(json!({"op": "leaveRoom", "roomID": "timely"})).await;
+    let left = Instant::now();
+    let gone = app.wait_until_gone("timely", Duration::from_secs(8)).await;
+    stop.store(true, Ordering::Relaxed);
+    let mut total = 0;
+    for sender in senders {
+        total += sender.await.unwrap();
+    }
+    assert!(total > 0);
+    let after = gone - left;
+    assert!(
+        after <= Duration::from_secs(1) + WITHIN,
+        "destroyed {after:?} after the leave under load"
+    );
+    drop(room_owner);
+    Arc::try_unwrap(app).ok().expect("sole owner").stop().await;
+}
+
+#[tokio::test]
+async fn a_thousand_rooms_due_at_once_are_destroyed_without_stalling_messages() {
+    let app = spawn_app().await;
+    let mut talker = app.client("talker").await;
+    talker
+        .ok(json!({"op": "createRoom", "roomInfo": {"roomID": "chatty"}}))
+        .await;
+    let mut db = app.db().await;
+    sqlx::query(
+        "with ids as (select 'bulk-' || g as id from generate_series(1, 1000) g),
+              streams as (insert into room_streams (room_id) select id from ids)
+         insert into rooms (room_id, room_name, destroy_delay_secs, empty_since, destroy_at)
+         select id, '', 0, now(), now() from ids",
+    )
+    .execute(&mut db)
+    .await
+    .unwrap();
+    let mut sent = 0;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        say(&mut talker, "chatty", "still flowing").await;
+        sent += 1;
+        let remaining: i64 = sqlx::query("select count(*) from rooms where room_id like 'bulk-%'")
+            .fetch_one(&mut db)
+            .await
+            .unwrap()
+            .get(0);
+        if remaining == 0 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{remaining} rooms still due");
+    }
+    assert!(sent > 0);
+    assert_eq!(app.metric("roomd_rooms_destroyed_total").await, 1000.0);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_failing_sweep_is_retried_at_the_next_tick() {
+    let app = spawn_app().await;
+    let mut a = create_with_delay(&app, "a", "stubborn", 0).await;
+    let mut db = app.db().await;
+    // Make every sweep fail: the rooms table is briefly elsewhere.
+    sqlx::query("alter table rooms rename to rooms_away")
+        .execute(&mut db)
+        .await
+        .unwrap();
+    let failures = app.wait_for_metric("roomd_sweep_failures_total", 2.0).await;
+    sqlx::query("alter table rooms_away rename to rooms")
+        .execute(&mut db)
+        .await
+        .unwrap();
+    a.ok(json!({"op": "leaveRoom", "roomID": "stubborn"})).await;
+    app.wait_until_gone("stubborn", WITHIN * 2).await;
+    assert!(app.metric("roomd_sweep_failures_total").await >= failures);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn retention_deletes_only_messages_older_than_the_window() {
+    let mut config = test_config(&fresh_database().await);
+    config.history_retention = Some(Duration::from_secs(3600));
+    config.retention_schedule = "* * * * * *".into();
+    let app = spawn_app_with(config).await;
+    let mut a = app.client("a").await;
+    a.ok(json!({"op": "createRoom", "roomInfo": {"roomID": "old-and-new"}}))
+        .await;
+    for i in 1..=6 {
+        say(&mut a, "old-and-new", &format!("m{i}")).await;
+    }
+    let mut db = app.db().await;
+    sqlx::query("update messages set created_at = now() - interval '2 hours' where seq <= 3")
+        .execute(&mut db)
+        .await
+        .unwrap();
+    sqlx::query("update messages set created_at = now() - interval '50 minutes' where seq = 4")
+        .execute(&mut db)
+        .await
+        .unwrap();
+    // Two more completed runs: at least one started after the backdating.
+    let runs = app.metric("roomd_retention_runs_total").await;
+    app.wait_for_metric("roomd_retention_runs_total", runs + 2.0)
+        .await;
+    let history = a
+        .ok(json!({"op": "queryHistoryMessage", "roomID": "old-and-new"}))
+        .await;
+    let seqs: Vec<i64> = history["messageList"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["seq"].as_i64().unwrap())
+        .collect();
+    assert_eq!(seqs, [4, 5, 6]);
+    assert_eq!(app.metric("roomd_messages_expired_total").await, 3.0);
+    // The seq stream is unaffected.
+    assert_eq!(say(&mut a, "old-and-new", "m7").await["seq"], 7);
+    app.stop().await;
+}
