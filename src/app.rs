@@ -12,18 +12,26 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::auth::Authenticator;
-use crate::config::Config;
+use crate::config::{Config, Secret};
 use crate::embedded_pg::{EmbeddedOptions, EmbeddedPgError, EmbeddedPostgres};
+use crate::limits::{Connections, RateLimits};
 use crate::metrics::Metrics;
 use crate::rooms::{RoomSettings, Rooms};
 use crate::scheduler::{Retention, Scheduler, SchedulerError};
 use crate::store::Store;
+use crate::store::rooms::JoinLimits;
 
 /// How long shutdown waits for sessions to send their close frames.
 const SESSION_DRAIN: Duration = Duration::from_secs(10);
 
 #[derive(Debug, thiserror::Error)]
 pub enum AppError {
+    #[error(
+        "refusing to listen on {0} in open mode: without --auth-secret anyone who can reach \
+         roomd could log in as anyone. Set --auth-secret (ROOMD_AUTH_SECRET), bind a loopback \
+         address, or pass --insecure-open if you really mean it"
+    )]
+    InsecureOpen(SocketAddr),
     #[error("cannot listen on {addr}: {source}")]
     Bind {
         addr: SocketAddr,
@@ -51,6 +59,8 @@ pub struct AppState {
     pub rooms: Arc<Rooms>,
     pub auth: Authenticator,
     pub metrics: Arc<Metrics>,
+    pub rates: Arc<RateLimits>,
+    pub connections: Arc<Connections>,
     /// Cancelled to stop the server; sessions watch it to send Close frames.
     pub shutdown: CancellationToken,
     /// Upgraded WebSocket sessions, which warp's graceful shutdown does not track.
@@ -68,6 +78,16 @@ pub struct App {
 
 impl App {
     pub async fn build(config: Config) -> Result<Self, AppError> {
+        if config.auth_secret.is_none() && !config.bind.ip().is_loopback() {
+            if !config.insecure_open {
+                return Err(AppError::InsecureOpen(config.bind));
+            }
+            tracing::warn!(
+                bind = %config.bind,
+                "INSECURE: open mode on a non-loopback address; anyone who can reach this \
+                 server can log in as any user and read every room"
+            );
+        }
         let listener = TcpListener::bind(config.bind)
             .await
             .map_err(|source| AppError::Bind {
@@ -99,6 +119,7 @@ impl App {
             tracing::info!(stale, %node, "removed members left over from a previous run");
         }
         let shutdown = CancellationToken::new();
+        let rates = Arc::new(RateLimits::new(&config.limits));
         let rooms = Rooms::new(
             store,
             RoomSettings {
@@ -106,16 +127,35 @@ impl App {
                 default_destroy_delay_secs: config.room_destroy_delay,
                 reconnect_grace: config.reconnect_grace,
                 node,
+                join_limits: JoinLimits {
+                    max_rooms_per_user: config.limits.max_rooms_per_user,
+                    max_members_per_room: config.limits.max_members_per_room,
+                    max_rooms: config.limits.max_rooms,
+                },
             },
+            rates.clone(),
             shutdown.clone(),
         );
-        let auth = Authenticator::new(config.auth_secret.as_deref(), config.admin_token.as_deref());
+        let auth = Authenticator::new(
+            config.auth_secret.as_ref().map(Secret::expose),
+            config.admin_token.as_ref().map(Secret::expose),
+        );
         let metrics = Arc::new(Metrics::default());
         let retention = config.history_retention.map(|window| Retention {
             window,
             schedule: config.retention_schedule.clone(),
         });
-        let scheduler = Scheduler::start(rooms.store().clone(), metrics.clone(), retention).await?;
+        let scheduler = Scheduler::start(
+            rooms.store().clone(),
+            metrics.clone(),
+            rates.clone(),
+            retention,
+        )
+        .await?;
+        let connections = Connections::new(
+            config.limits.max_connections,
+            config.limits.max_connections_per_user,
+        );
         if auth.is_open() {
             tracing::warn!(
                 "no auth secret: open mode, any userID may log in (local development only)"
@@ -127,6 +167,8 @@ impl App {
                 rooms: Arc::new(rooms),
                 auth,
                 metrics,
+                rates,
+                connections,
                 shutdown,
                 sessions: TaskTracker::new(),
             }),

@@ -8,6 +8,7 @@ use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use serde::Deserialize;
 use subtle::ConstantTimeEq;
 
+use crate::config::Secret;
 use crate::domain::{UserId, UserInfo, UserName};
 
 /// Seconds of clock skew tolerated on `exp`.
@@ -23,10 +24,45 @@ pub enum AuthError {
     WrongSubject,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, serde::Serialize)]
 struct Claims {
     sub: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
     name: Option<String>,
+    #[serde(default)]
+    exp: u64,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum IssueError {
+    #[error(transparent)]
+    InvalidUser(#[from] crate::domain::InvalidValue),
+    #[error("cannot sign: {0}")]
+    Sign(#[from] jsonwebtoken::errors::Error),
+}
+
+/// Signs a login token for `user`, valid for `ttl` (`roomd token`).
+pub fn issue_token(
+    secret: &Secret,
+    user: &str,
+    name: Option<&str>,
+    ttl: std::time::Duration,
+) -> Result<String, IssueError> {
+    let user = UserId::parse(user)?;
+    if let Some(name) = name {
+        UserName::parse(name)?;
+    }
+    let exp = chrono::Utc::now().timestamp().max(0) as u64 + ttl.as_secs();
+    let claims = Claims {
+        sub: user.to_string(),
+        name: name.map(str::to_owned),
+        exp,
+    };
+    Ok(jsonwebtoken::encode(
+        &jsonwebtoken::Header::new(Algorithm::HS256),
+        &claims,
+        &jsonwebtoken::EncodingKey::from_secret(secret.expose().as_bytes()),
+    )?)
 }
 
 /// The identity behind a REST request.

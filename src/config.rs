@@ -1,8 +1,11 @@
 //! Every setting of roomd: its flag, its environment variable and its default.
 //! `roomd --help` prints this table; the README repeats it.
 
+use std::fmt;
 use std::net::SocketAddr;
+use std::num::NonZeroU32;
 use std::path::PathBuf;
+use std::str::FromStr;
 use std::time::Duration;
 
 use clap::{Args, ValueEnum};
@@ -16,6 +19,40 @@ pub enum LogFormat {
     Text,
     /// One JSON object per line, for log collectors.
     Json,
+}
+
+/// A secret setting: usable as a string, never printed by `Debug`, so a
+/// logged config or error cannot leak it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret([redacted])")
+    }
+}
+
+impl FromStr for Secret {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        if s.is_empty() {
+            Err("must not be empty".into())
+        } else {
+            Ok(Secret(s.to_owned()))
+        }
+    }
+}
+
+impl From<&str> for Secret {
+    fn from(s: &str) -> Self {
+        Secret(s.to_owned())
+    }
 }
 
 fn duration(s: &str) -> Result<Duration, humantime::DurationError> {
@@ -40,12 +77,22 @@ pub struct Config {
     /// HS256 secret for login tokens. Unset: open mode, any valid userID may
     /// log in (local development only).
     #[arg(long, env = "ROOMD_AUTH_SECRET", hide_env_values = true)]
-    pub auth_secret: Option<String>,
+    pub auth_secret: Option<Secret>,
 
     /// Bearer token that may read every room over REST. When set, REST
     /// requires a token even in open mode.
     #[arg(long, env = "ROOMD_ADMIN_TOKEN", hide_env_values = true)]
-    pub admin_token: Option<String>,
+    pub admin_token: Option<Secret>,
+
+    /// Allow open mode (no auth secret) on a non-loopback address. Anyone
+    /// who can reach roomd can then log in as anyone.
+    #[arg(long, env = "ROOMD_INSECURE_OPEN")]
+    pub insecure_open: bool,
+
+    /// Take the client address for per-IP limits from X-Forwarded-For (set
+    /// this only behind a reverse proxy that sets it).
+    #[arg(long, env = "ROOMD_TRUST_FORWARDED_FOR")]
+    pub trust_forwarded_for: bool,
 
     /// Log output format; filter with RUST_LOG (default: info).
     #[arg(long, env = "ROOMD_LOG_FORMAT", value_enum, default_value = "text")]
@@ -82,6 +129,20 @@ pub struct Config {
     #[arg(long, env = "ROOMD_LOGIN_TIMEOUT", default_value = "10s", value_parser = duration)]
     pub login_timeout: Duration,
 
+    /// A connection that sends nothing at all (not even a WebSocket ping or
+    /// pong) for this long is closed (4002).
+    #[arg(long, env = "ROOMD_IDLE_TIMEOUT", default_value = "60s", value_parser = duration)]
+    pub idle_timeout: Duration,
+
+    #[command(flatten)]
+    pub limits: Limits,
+}
+
+/// Abuse limits: sizes, rates and counts. Each has a setting; docs/security.md
+/// explains them.
+#[derive(Debug, Clone, Args)]
+#[command(next_help_heading = "Limits")]
+pub struct Limits {
     /// Largest WebSocket frame or message accepted, in bytes; a larger one
     /// closes the connection with 1009.
     #[arg(long, env = "ROOMD_MAX_FRAME_BYTES", default_value_t = 64 * 1024)]
@@ -103,6 +164,54 @@ pub struct Config {
     /// fill is closed with 4008 (slow consumer).
     #[arg(long, env = "ROOMD_OUTBOX_FRAMES", default_value_t = 1024)]
     pub outbox_frames: usize,
+
+    /// Requests per second per connection (1006 above it).
+    #[arg(long, env = "ROOMD_REQUESTS_PER_SECOND", default_value = "20")]
+    pub requests_per_second: NonZeroU32,
+
+    /// Requests a connection may send in a burst.
+    #[arg(long, env = "ROOMD_REQUESTS_BURST", default_value = "40")]
+    pub requests_burst: NonZeroU32,
+
+    /// Messages per second per user, across all their connections (1006).
+    #[arg(long, env = "ROOMD_MESSAGES_PER_SECOND", default_value = "10")]
+    pub messages_per_second: NonZeroU32,
+
+    /// Messages a user may send in a burst.
+    #[arg(long, env = "ROOMD_MESSAGES_BURST", default_value = "20")]
+    pub messages_burst: NonZeroU32,
+
+    /// Logins per second per client IP address (1006).
+    #[arg(long, env = "ROOMD_LOGINS_PER_SECOND", default_value = "10")]
+    pub logins_per_second: NonZeroU32,
+
+    /// Rate-limited requests within --abuse-window that close the
+    /// connection (4029).
+    #[arg(long, env = "ROOMD_ABUSE_LIMIT", default_value = "100")]
+    pub abuse_limit: NonZeroU32,
+
+    #[arg(long, env = "ROOMD_ABUSE_WINDOW", default_value = "10s", value_parser = duration)]
+    pub abuse_window: Duration,
+
+    /// Rooms one user may be a member of at once (6000325).
+    #[arg(long, env = "ROOMD_MAX_ROOMS_PER_USER", default_value_t = 20)]
+    pub max_rooms_per_user: u32,
+
+    /// Members one room may have (6000327).
+    #[arg(long, env = "ROOMD_MAX_MEMBERS_PER_ROOM", default_value_t = 10_000)]
+    pub max_members_per_room: u32,
+
+    /// Live rooms on the server (6000324).
+    #[arg(long, env = "ROOMD_MAX_ROOMS", default_value_t = 100_000)]
+    pub max_rooms: u32,
+
+    /// Connections one user may have logged in at once (login fails, close 4030).
+    #[arg(long, env = "ROOMD_MAX_CONNECTIONS_PER_USER", default_value_t = 10)]
+    pub max_connections_per_user: u32,
+
+    /// WebSocket connections this process accepts (close 1013 above it).
+    #[arg(long, env = "ROOMD_MAX_CONNECTIONS", default_value_t = 100_000)]
+    pub max_connections: u32,
 }
 
 impl Config {
@@ -132,9 +241,9 @@ impl Config {
 
     pub fn message_limits(&self) -> MessageLimits {
         MessageLimits {
-            text_bytes: self.max_text_bytes,
-            command_bytes: self.max_command_bytes,
-            extended_data_bytes: self.max_extended_data_bytes,
+            text_bytes: self.limits.max_text_bytes,
+            command_bytes: self.limits.max_command_bytes,
+            extended_data_bytes: self.limits.max_extended_data_bytes,
         }
     }
 }

@@ -5,6 +5,7 @@
 //! failure a client sees has a code, a reason and a message.
 
 use std::convert::Infallible;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -104,16 +105,24 @@ pub fn routes(
     let ws = warp::path!("v1" / "ws")
         .and(warp::ws())
         .and(with_app.clone())
-        .map(|ws: warp::ws::Ws, app: Arc<AppState>| {
-            let limit = app.config.max_frame_bytes;
-            ws.max_message_size(limit)
-                .max_frame_size(limit)
-                .on_upgrade(move |socket| {
-                    let sessions = app.sessions.clone();
-                    sessions.track_future(crate::session::serve(socket, app))
-                })
-                .into_response()
-        });
+        .and(warp::addr::remote())
+        .and(warp::header::optional::<String>("x-forwarded-for"))
+        .map(
+            |ws: warp::ws::Ws,
+             app: Arc<AppState>,
+             peer: Option<SocketAddr>,
+             forwarded: Option<String>| {
+                let ip = client_ip(&app, peer, forwarded.as_deref());
+                let limit = app.config.limits.max_frame_bytes;
+                ws.max_message_size(limit)
+                    .max_frame_size(limit)
+                    .on_upgrade(move |socket| {
+                        let sessions = app.sessions.clone();
+                        sessions.track_future(crate::session::serve(socket, app, ip))
+                    })
+                    .into_response()
+            },
+        );
 
     let healthz = warp::path!("healthz")
         .and(warp::get())
@@ -211,6 +220,18 @@ pub fn routes(
             Ok::<_, Infallible>(response)
         })
         .unify()
+}
+
+/// The client's address: the TCP peer, or the first X-Forwarded-For hop
+/// when roomd is told to trust its proxy.
+fn client_ip(app: &AppState, peer: Option<SocketAddr>, forwarded: Option<&str>) -> Option<IpAddr> {
+    if app.config.trust_forwarded_for
+        && let Some(first) = forwarded.and_then(|f| f.split(',').next())
+        && let Ok(ip) = first.trim().parse()
+    {
+        return Some(ip);
+    }
+    peer.map(|p| p.ip())
 }
 
 /// Percent-decodes and validates a roomID path segment.

@@ -49,6 +49,18 @@ impl CloseReason {
         code: 4001,
         reason: "unauthorized",
     };
+    pub const IDLE: Self = Self {
+        code: 4002,
+        reason: "idle timeout",
+    };
+    pub const ABUSE: Self = Self {
+        code: 4029,
+        reason: "too many rate-limited requests",
+    };
+    pub const TOO_MANY_CONNECTIONS: Self = Self {
+        code: 4030,
+        reason: "too many connections for this user",
+    };
     pub const SLOW_CONSUMER: Self = Self {
         code: 4008,
         reason: "slow consumer",

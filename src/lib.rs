@@ -16,6 +16,7 @@
 //! - [`store`]: all SQL, by table family; the database decides, memory only caches.
 //! - [`http`]: REST routes, health checks, and the WebSocket upgrade.
 //! - [`auth`]: login tokens and REST readers.
+//! - [`limits`]: request, message and login rates; connection counts.
 //! - [`scheduler`]: background jobs: empty-room destruction, history retention.
 //! - [`metrics`]: counters exposed at `GET /metrics`.
 //! - [`embedded_pg`]: a private PostgreSQL when no database URL is given.
@@ -28,6 +29,7 @@ pub mod domain;
 pub mod embedded_pg;
 pub mod http;
 pub mod hub;
+pub mod limits;
 pub mod metrics;
 pub mod protocol;
 pub mod rooms;

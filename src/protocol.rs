@@ -79,6 +79,8 @@ impl ErrorCode {
 pub struct ErrorBody {
     pub code: ErrorCode,
     pub message: String,
+    /// With `rate_limited`: when a retry would pass.
+    pub retry_after_ms: Option<u64>,
 }
 
 impl ErrorBody {
@@ -86,6 +88,15 @@ impl ErrorBody {
         Self {
             code,
             message: message.into(),
+            retry_after_ms: None,
+        }
+    }
+
+    /// `1006 rate_limited` with the wait before a retry would pass.
+    pub fn rate_limited(message: impl Into<String>, retry_after: std::time::Duration) -> Self {
+        Self {
+            retry_after_ms: Some(retry_after.as_millis().max(1) as u64),
+            ..Self::new(ErrorCode::RateLimited, message)
         }
     }
 }
@@ -93,10 +104,13 @@ impl ErrorBody {
 impl Serialize for ErrorBody {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         use serde::ser::SerializeStruct;
-        let mut st = s.serialize_struct("Error", 3)?;
+        let mut st = s.serialize_struct("Error", 4)?;
         st.serialize_field("code", &self.code.code())?;
         st.serialize_field("reason", self.code.reason())?;
         st.serialize_field("message", &self.message)?;
+        if let Some(ms) = self.retry_after_ms {
+            st.serialize_field("retryAfterMs", &ms)?;
+        }
         st.end()
     }
 }
@@ -570,5 +584,119 @@ mod tests {
         assert_eq!(v["error"]["reason"], "room_not_found");
         let reply = ok_reply(8, &serde_json::json!({"count": 2}));
         assert_eq!(reply, r#"{"id":8,"ok":true,"count":2}"#);
+    }
+
+    mod hostile_input {
+        use proptest::prelude::*;
+
+        use super::*;
+
+        /// Any failed decode must still produce a reply a client can parse.
+        fn assert_well_formed_rejection(rejected: &Rejected) {
+            let reply: Value = serde_json::from_str(&error_reply(rejected.id, &rejected.error))
+                .expect("error replies are JSON");
+            assert_eq!(reply["ok"], false);
+            assert!(reply["id"].is_null() || reply["id"].is_u64());
+            assert!(reply["error"]["code"].is_u64());
+            assert!(reply["error"]["reason"].is_string());
+            assert!(reply["error"]["message"].is_string());
+        }
+
+        fn any_json() -> impl Strategy<Value = Value> {
+            let leaf = prop_oneof![
+                Just(Value::Null),
+                any::<bool>().prop_map(Value::from),
+                any::<i64>().prop_map(Value::from),
+                any::<u64>().prop_map(Value::from),
+                any::<f64>()
+                    .prop_filter("finite", |f| f.is_finite())
+                    .prop_map(Value::from),
+                ".{0,40}".prop_map(Value::from),
+            ];
+            leaf.prop_recursive(4, 64, 8, |inner| {
+                prop_oneof![
+                    prop::collection::vec(inner.clone(), 0..8).prop_map(Value::Array),
+                    prop::collection::btree_map(".{0,12}", inner, 0..8)
+                        .prop_map(|m| Value::Object(m.into_iter().collect())),
+                ]
+            })
+        }
+
+        const OPS: &[&str] = &[
+            "login",
+            "createRoom",
+            "joinRoom",
+            "enterRoom",
+            "leaveRoom",
+            "leaveAllRoom",
+            "sendRoomMessage",
+            "queryHistoryMessage",
+            "queryRoomMemberList",
+            "queryRoomOnlineMemberCount",
+            "ping",
+        ];
+        const FIELDS: &[&str] = &[
+            "userInfo",
+            "token",
+            "roomInfo",
+            "config",
+            "roomID",
+            "sinceSeq",
+            "message",
+            "clientMessageID",
+            "beforeSeq",
+            "afterSeq",
+            "count",
+            "nextFlag",
+        ];
+
+        /// Requests with a real op and random values in its real field names.
+        fn plausible_request() -> impl Strategy<Value = Value> {
+            (
+                any::<u32>(),
+                prop::sample::select(OPS),
+                prop::collection::vec((prop::sample::select(FIELDS), any_json()), 0..6),
+            )
+                .prop_map(|(id, op, fields)| {
+                    let mut object = Map::new();
+                    object.insert("id".into(), id.into());
+                    object.insert("op".into(), op.into());
+                    for (name, value) in fields {
+                        object.insert(name.into(), value);
+                    }
+                    Value::Object(object)
+                })
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(2000))]
+
+            #[test]
+            fn arbitrary_text_never_panics(frame in any::<String>()) {
+                if let Err(rejected) = decode(&frame) {
+                    assert_well_formed_rejection(&rejected);
+                }
+            }
+
+            #[test]
+            fn arbitrary_json_never_panics(value in any_json()) {
+                if let Err(rejected) = decode(&value.to_string()) {
+                    assert_well_formed_rejection(&rejected);
+                }
+            }
+
+            #[test]
+            fn plausible_requests_decode_or_name_their_problem(value in plausible_request()) {
+                let id = value["id"].as_u64().map(|id| id as u32);
+                match decode(&value.to_string()) {
+                    Ok((decoded_id, _)) => prop_assert_eq!(Some(decoded_id), id),
+                    Err(rejected) => {
+                        assert_well_formed_rejection(&rejected);
+                        prop_assert_eq!(rejected.id, id, "a usable id is always echoed");
+                        prop_assert_eq!(rejected.error.code, ErrorCode::InvalidArgument);
+                    }
+                }
+            }
+        }
     }
 }

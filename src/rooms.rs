@@ -18,11 +18,12 @@ use warp::ws::Message;
 use crate::domain::ClientMessageId;
 use crate::domain::{NodeId, RoomId, RoomInfo, RoomMessage, UserInfo};
 use crate::hub::{ConnId, Hub, Outbox, RoomGuard, Subscriber};
+use crate::limits::{Limited, RateLimits};
 use crate::protocol::{
     ErrorBody, ErrorCode, Event, HistoryCursor, OutgoingMessage, RoomConfig, SendConfig,
 };
 use crate::store::messages::{Appended, NewMessage, TimeRange};
-use crate::store::rooms::{JoinError, Joined, NewRoom};
+use crate::store::rooms::{JoinError, JoinLimits, Joined, NewRoom};
 use crate::store::{Store, StoreError};
 
 /// Sizes the server accepts; see `Config` for their settings.
@@ -56,6 +57,14 @@ pub enum RoomError {
     NotFound(RoomId),
     #[error("room '{0}' already exists")]
     Exists(RoomId),
+    #[error("{0}")]
+    RoomLimit(String),
+    #[error("{0}")]
+    UserRoomLimit(String),
+    #[error("room '{0}' is full: {1}")]
+    RoomFull(RoomId, String),
+    #[error("too many messages; slow down")]
+    RateLimited(Limited),
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -70,6 +79,12 @@ impl RoomError {
             RoomError::NotInRoom(_) => ErrorCode::NotInRoom,
             RoomError::NotFound(_) => ErrorCode::RoomNotFound,
             RoomError::Exists(_) => ErrorCode::RoomExists,
+            RoomError::RoomLimit(_) => ErrorCode::RoomLimit,
+            RoomError::UserRoomLimit(_) => ErrorCode::UserRoomLimit,
+            RoomError::RoomFull(..) => ErrorCode::RoomFull,
+            RoomError::RateLimited(limited) => {
+                return ErrorBody::rate_limited(self.to_string(), limited.retry_after);
+            }
             RoomError::Store(StoreError::Unavailable(e)) => {
                 tracing::warn!(error = %e, "database unavailable");
                 return ErrorBody::new(
@@ -94,6 +109,9 @@ fn join_error(room_id: &RoomId, e: JoinError) -> RoomError {
     match e {
         JoinError::NotFound => RoomError::NotFound(room_id.clone()),
         JoinError::Exists => RoomError::Exists(room_id.clone()),
+        e @ JoinError::RoomLimit(_) => RoomError::RoomLimit(e.to_string()),
+        e @ JoinError::UserRoomLimit(_) => RoomError::UserRoomLimit(e.to_string()),
+        e @ JoinError::RoomFull(_) => RoomError::RoomFull(room_id.clone(), e.to_string()),
         JoinError::Store(e) => RoomError::Store(e),
     }
 }
@@ -123,6 +141,8 @@ pub struct Rooms {
     default_destroy_delay_secs: u32,
     /// This process, recorded on the memberships it creates.
     node: NodeId,
+    join_limits: JoinLimits,
+    rates: Arc<RateLimits>,
     /// How long a dropped connection's user stays a member.
     reconnect_grace: Duration,
     /// Pending grace-period leaves; abandoned on shutdown (the next start
@@ -138,10 +158,16 @@ pub struct RoomSettings {
     pub default_destroy_delay_secs: u32,
     pub reconnect_grace: Duration,
     pub node: NodeId,
+    pub join_limits: JoinLimits,
 }
 
 impl Rooms {
-    pub fn new(store: Store, settings: RoomSettings, shutdown: CancellationToken) -> Self {
+    pub fn new(
+        store: Store,
+        settings: RoomSettings,
+        rates: Arc<RateLimits>,
+        shutdown: CancellationToken,
+    ) -> Self {
         Self {
             store,
             hub: Hub::default(),
@@ -149,6 +175,8 @@ impl Rooms {
             default_destroy_delay_secs: settings.default_destroy_delay_secs,
             reconnect_grace: settings.reconnect_grace,
             node: settings.node,
+            join_limits: settings.join_limits,
+            rates,
             background: TaskTracker::new(),
             shutdown,
         }
@@ -197,7 +225,7 @@ impl Rooms {
         let mut room = self.hub.lock(&info.room_id).await;
         let joined = self
             .store
-            .create_or_join_room(new_room, &caller.user, true, &self.node)
+            .create_or_join_room(new_room, &caller.user, true, &self.node, self.join_limits)
             .await
             .map_err(|e| join_error(&info.room_id, e))?;
         self.admit(&mut room, caller, &info.room_id, &joined);
@@ -217,7 +245,7 @@ impl Rooms {
         let mut room = self.hub.lock(room_id).await;
         let joined = self
             .store
-            .join_room(room_id, &caller.user, &self.node)
+            .join_room(room_id, &caller.user, &self.node, self.join_limits)
             .await
             .map_err(|e| join_error(room_id, e))?;
         self.admit(&mut room, caller, room_id, &joined);
@@ -236,7 +264,7 @@ impl Rooms {
         let mut room = self.hub.lock(&info.room_id).await;
         let joined = self
             .store
-            .create_or_join_room(new_room, &caller.user, false, &self.node)
+            .create_or_join_room(new_room, &caller.user, false, &self.node, self.join_limits)
             .await
             .map_err(|e| join_error(&info.room_id, e))?;
         self.admit(&mut room, caller, &info.room_id, &joined);
@@ -347,6 +375,10 @@ impl Rooms {
         if !room.contains(caller.conn) {
             return Err(RoomError::NotInRoom(room_id.clone()));
         }
+        // Checked before storing: a refused message leaves no trace.
+        self.rates
+            .message(&caller.user.user_id)
+            .map_err(RoomError::RateLimited)?;
         let appended = self
             .store
             .append_message(NewMessage {

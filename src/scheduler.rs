@@ -1,5 +1,6 @@
 //! Background jobs on tokio-cron-scheduler: destroying empty rooms once their
-//! delay has passed, and deleting history older than the retention window.
+//! delay has passed, deleting history older than the retention window, and
+//! trimming the rate limiters' memory.
 //!
 //! Jobs use cron expressions (six fields, UTC), not `Job::new_repeated`,
 //! whose repeated jobs can stop firing under load. The scheduler's own
@@ -15,11 +16,14 @@ use tokio::sync::Mutex;
 use tokio_cron_scheduler::{Job, JobScheduler, JobSchedulerError};
 use tokio_util::task::TaskTracker;
 
+use crate::limits::RateLimits;
 use crate::metrics::Metrics;
 use crate::store::Store;
 
 /// Every second: a room is destroyed at most about a second after its deadline.
 const SWEEP_SCHEDULE: &str = "* * * * * *";
+/// Every minute: forget rate-limiter state of users and addresses gone quiet.
+const HOUSEKEEPING_SCHEDULE: &str = "0 * * * * *";
 /// Rooms destroyed per statement; a sweep repeats until no due room is left.
 const SWEEP_BATCH: i64 = 500;
 /// Messages deleted per retention statement.
@@ -54,10 +58,16 @@ impl Scheduler {
     pub async fn start(
         store: Store,
         metrics: Arc<Metrics>,
+        rates: Arc<RateLimits>,
         retention: Option<Retention>,
     ) -> Result<Self, SchedulerError> {
         let jobs = JobScheduler::new().await?;
         let running = TaskTracker::new();
+
+        jobs.add(Job::new(HOUSEKEEPING_SCHEDULE, move |_, _| {
+            rates.forget_idle()
+        })?)
+        .await?;
 
         // One sweep at a time per process; a tick that finds the previous
         // sweep still running skips instead of piling up.

@@ -7,6 +7,7 @@
 //! never blocks the tasks that fan out to it.
 
 use std::collections::BTreeSet;
+use std::net::IpAddr;
 use std::sync::Arc;
 
 use futures_util::stream::{SplitSink, SplitStream};
@@ -19,21 +20,38 @@ use warp::ws::{Message, WebSocket};
 use crate::app::AppState;
 use crate::domain::RoomId;
 use crate::hub::{CloseReason, Closer, Outbox, next_conn_id};
+use crate::limits::{ConnectionRates, ConnectionSlot, UserSlot};
 use crate::protocol::{self, ErrorBody, ErrorCode, Request};
 use crate::rooms::{Caller, RoomError};
 
-/// Runs a connection until it closes.
-pub async fn serve(socket: WebSocket, app: Arc<AppState>) {
+/// Runs a connection until it closes. `ip` is the client's address, for
+/// per-address login limits.
+pub async fn serve(socket: WebSocket, app: Arc<AppState>, ip: Option<IpAddr>) {
+    let Some(slot) = app.connections.open() else {
+        tracing::warn!("refusing a connection: at the connection limit");
+        let mut socket = socket;
+        let _ = socket
+            .send(Message::close_with(
+                1013u16,
+                "server at its connection limit, try again later",
+            ))
+            .await;
+        return;
+    };
     let (sink, stream) = socket.split();
-    let (outbox, queue, closer) = Outbox::new(app.config.outbox_frames);
+    let (outbox, queue, closer) = Outbox::new(app.config.limits.outbox_frames);
     let writer = tokio::spawn(write_loop(sink, queue, closer.clone()));
     let mut session = Session {
         conn: next_conn_id(),
+        rates: app.rates.for_connection(),
         app,
+        ip,
         outbox,
         closer: closer.clone(),
         caller: None,
         joined: BTreeSet::new(),
+        _slot: slot,
+        user_slot: None,
     };
     tracing::debug!(conn = session.conn, "connection opened");
     session.read_loop(stream).await;
@@ -46,12 +64,18 @@ pub async fn serve(socket: WebSocket, app: Arc<AppState>) {
 struct Session {
     conn: crate::hub::ConnId,
     app: Arc<AppState>,
+    ip: Option<IpAddr>,
+    rates: ConnectionRates,
     outbox: Outbox,
     closer: Closer,
     /// Set by a successful `login`; every other op needs it.
     caller: Option<Caller>,
     /// Rooms this connection has joined, to leave them when it goes away.
     joined: BTreeSet<RoomId>,
+    /// This connection's place in the process-wide connection count.
+    _slot: ConnectionSlot,
+    /// Its place in the user's connection count, once logged in.
+    user_slot: Option<UserSlot>,
 }
 
 /// Whether a read error is tungstenite refusing an oversized frame or message.
@@ -116,8 +140,15 @@ impl Session {
         let login_deadline =
             tokio::time::sleep_until(Instant::now() + self.app.config.login_timeout);
         tokio::pin!(login_deadline);
+        let idle_timeout = self.app.config.idle_timeout;
+        let idle = tokio::time::sleep_until(Instant::now() + idle_timeout);
+        tokio::pin!(idle);
         loop {
             let frame = tokio::select! {
+                () = &mut idle => {
+                    self.closer.close(CloseReason::IDLE);
+                    return;
+                }
                 () = self.closer.closed() => return,
                 () = self.app.shutdown.cancelled() => {
                     self.closer.close(CloseReason::GOING_AWAY);
@@ -142,9 +173,13 @@ impl Session {
                     return;
                 }
                 Some(Ok(message)) => {
+                    idle.as_mut().reset(Instant::now() + idle_timeout);
                     if let Ok(text) = message.to_str() {
                         self.handle(text).await;
                     } else if message.is_binary() {
+                        if self.refuse_if_limited(None).await {
+                            continue;
+                        }
                         let error = ErrorBody::new(
                             ErrorCode::BadFrame,
                             "binary frames are not accepted; send each request as a JSON text frame",
@@ -163,8 +198,41 @@ impl Session {
         self.outbox.send(Message::text(frame)).await;
     }
 
+    /// Counts a request against the connection's rate; when over it,
+    /// replies `1006` (and closes a connection that keeps ignoring that).
+    async fn refuse_if_limited(&self, id: Option<u32>) -> bool {
+        let Err(limited) = self.rates.request() else {
+            return false;
+        };
+        let error = ErrorBody::rate_limited(
+            "too many requests on this connection; slow down",
+            limited.retry_after,
+        );
+        self.reply(protocol::error_reply(id, &error)).await;
+        self.note_refusal();
+        true
+    }
+
+    fn note_refusal(&self) {
+        if !self.rates.tolerate_refusal() {
+            tracing::info!(
+                conn = self.conn,
+                "closing: kept sending past its rate limits"
+            );
+            self.closer.close(CloseReason::ABUSE);
+        }
+    }
+
     async fn handle(&mut self, text: &str) {
-        let (id, request) = match protocol::decode(text) {
+        let decoded = protocol::decode(text);
+        let id = match &decoded {
+            Ok((id, _)) => Some(*id),
+            Err(rejected) => rejected.id,
+        };
+        if self.refuse_if_limited(id).await {
+            return;
+        }
+        let (id, request) = match decoded {
             Ok(decoded) => decoded,
             Err(rejected) => {
                 self.reply(protocol::error_reply(rejected.id, &rejected.error))
@@ -176,6 +244,9 @@ impl Session {
         let result = self.dispatch(id, request).await;
         if let Err(error) = result {
             tracing::debug!(conn = self.conn, op, code = error.code.code(), message = %error.message, "request failed");
+            if error.code == ErrorCode::RateLimited {
+                self.note_refusal();
+            }
             self.reply(protocol::error_reply(Some(id), &error)).await;
         }
     }
@@ -338,8 +409,29 @@ impl Session {
             self.reply(reply).await;
             return Ok(());
         }
+        if let Some(ip) = self.ip
+            && let Err(limited) = self.app.rates.login(ip)
+        {
+            return Err(ErrorBody::rate_limited(
+                "too many logins from this address; slow down",
+                limited.retry_after,
+            ));
+        }
         match self.app.auth.login(user_info, token.as_deref()) {
             Ok(user) => {
+                let Some(slot) = self.app.connections.log_in(&user.user_id) else {
+                    let error = ErrorBody::rate_limited(
+                        format!(
+                            "user '{}' already has {} connections, the most allowed",
+                            user.user_id, self.app.config.limits.max_connections_per_user
+                        ),
+                        std::time::Duration::from_secs(1),
+                    );
+                    self.reply(protocol::error_reply(Some(id), &error)).await;
+                    self.closer.close(CloseReason::TOO_MANY_CONNECTIONS);
+                    return Ok(());
+                };
+                self.user_slot = Some(slot);
                 tracing::debug!(conn = self.conn, user = %user.user_id, "logged in");
                 self.reply(protocol::ok_reply(id, &json!({ "userInfo": user })))
                     .await;

@@ -36,12 +36,26 @@ pub struct RoomDetails {
     pub empty_since: Option<DateTime<Utc>>,
 }
 
+/// Count limits checked when a user joins or a room is created.
+#[derive(Debug, Clone, Copy)]
+pub struct JoinLimits {
+    pub max_rooms_per_user: u32,
+    pub max_members_per_room: u32,
+    pub max_rooms: u32,
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum JoinError {
     #[error("room does not exist")]
     NotFound,
     #[error("room already exists")]
     Exists,
+    #[error("the server has reached its limit of {0} rooms")]
+    RoomLimit(u32),
+    #[error("the user is already in {0} rooms, the most allowed")]
+    UserRoomLimit(u32),
+    #[error("the room has reached its limit of {0} members")]
+    RoomFull(u32),
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -63,6 +77,7 @@ impl Store {
         creator: &UserInfo,
         must_be_new: bool,
         node: &NodeId,
+        limits: JoinLimits,
     ) -> Result<Joined, JoinError> {
         let mut tx = self.pool.begin().await?;
         sqlx::query!(
@@ -87,7 +102,20 @@ impl Store {
         if !created && must_be_new {
             return Err(JoinError::Exists);
         }
-        let joined = join_in(&mut tx, room.room_id, creator, node).await?;
+        if created {
+            // Counted after the insert, so concurrent creations cannot all
+            // slip under the limit.
+            let live = sqlx::query_scalar!(
+                r#"select count(*) as "count!" from (select 1 from rooms limit $1) live"#,
+                i64::from(limits.max_rooms) + 1
+            )
+            .fetch_one(&mut *tx)
+            .await?;
+            if live > i64::from(limits.max_rooms) {
+                return Err(JoinError::RoomLimit(limits.max_rooms));
+            }
+        }
+        let joined = join_in(&mut tx, room.room_id, creator, node, limits).await?;
         tx.commit().await?;
         Ok(joined)
     }
@@ -98,9 +126,10 @@ impl Store {
         room_id: &RoomId,
         user: &UserInfo,
         node: &NodeId,
+        limits: JoinLimits,
     ) -> Result<Joined, JoinError> {
         let mut tx = self.pool.begin().await?;
-        let joined = join_in(&mut tx, room_id, user, node).await?;
+        let joined = join_in(&mut tx, room_id, user, node, limits).await?;
         tx.commit().await?;
         Ok(joined)
     }
@@ -206,6 +235,7 @@ async fn join_in(
     room_id: &RoomId,
     user: &UserInfo,
     node: &NodeId,
+    limits: JoinLimits,
 ) -> Result<Joined, JoinError> {
     // FOR SHARE keeps the room from being destroyed until this join commits.
     let room = sqlx::query!(
@@ -218,6 +248,35 @@ async fn join_in(
     .fetch_optional(&mut *tx)
     .await?
     .ok_or(JoinError::NotFound)?;
+    let already = sqlx::query_scalar!(
+        r#"select exists (select 1 from members where room_id = $1 and user_id = $2) as "member!""#,
+        room_id.as_str(),
+        user.user_id.as_str()
+    )
+    .fetch_one(&mut *tx)
+    .await?;
+    if !already {
+        let rooms_of_user = sqlx::query_scalar!(
+            r#"select count(*) as "count!" from members where user_id = $1"#,
+            user.user_id.as_str()
+        )
+        .fetch_one(&mut *tx)
+        .await?;
+        if rooms_of_user >= i64::from(limits.max_rooms_per_user) {
+            return Err(JoinError::UserRoomLimit(limits.max_rooms_per_user));
+        }
+        // Bounded: never reads more index entries than the limit.
+        let members = sqlx::query_scalar!(
+            r#"select count(*) as "count!" from (select 1 from members where room_id = $1 limit $2) m"#,
+            room_id.as_str(),
+            i64::from(limits.max_members_per_room)
+        )
+        .fetch_one(&mut *tx)
+        .await?;
+        if members >= i64::from(limits.max_members_per_room) {
+            return Err(JoinError::RoomFull(limits.max_members_per_room));
+        }
+    }
     let inserted = sqlx::query!(
         "insert into members (room_id, user_id, user_name, node_id) values ($1, $2, $3, $4)
          on conflict do nothing",

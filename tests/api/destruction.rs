@@ -173,6 +173,7 @@ async fn two_servers_sweeping_one_database_destroy_each_room_once_and_never_a_jo
     config_a.node_id = Some("node-a".into());
     let mut config_b = test_config(&url);
     config_b.node_id = Some("node-b".into());
+    config_b.limits.max_rooms_per_user = 1000;
     let a = spawn_app_with(config_a).await;
     let b = spawn_app_with(config_b).await;
 

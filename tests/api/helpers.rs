@@ -113,6 +113,14 @@ pub fn test_config(database_url: &str) -> Config {
     config.database_url = Some(database_url.to_owned());
     config.auth_secret = None;
     config.admin_token = None;
+    // Tests drive traffic far faster than people; the rate-limit tests set
+    // their own limits.
+    let plenty = std::num::NonZeroU32::new(1_000_000).unwrap();
+    config.limits.requests_per_second = plenty;
+    config.limits.requests_burst = plenty;
+    config.limits.messages_per_second = plenty;
+    config.limits.messages_burst = plenty;
+    config.limits.logins_per_second = plenty;
     config
 }
 

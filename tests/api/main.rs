@@ -10,3 +10,4 @@ mod flow;
 mod history;
 mod lifecycle;
 mod rest;
+mod security;
