@@ -7,7 +7,7 @@
 //! happen in one order for everyone: events leave in seq order, and a
 //! connection that joins sees every message after its join reply.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 
@@ -60,6 +60,10 @@ impl CloseReason {
     pub const TOO_MANY_CONNECTIONS: Self = Self {
         code: 4030,
         reason: "too many connections for this user",
+    };
+    pub const CATCH_UP_FAILED: Self = Self {
+        code: 1011,
+        reason: "could not read history; reconnect and resume with sinceSeq",
     };
     pub const SLOW_CONSUMER: Self = Self {
         code: 4008,
@@ -132,6 +136,11 @@ impl Outbox {
         }
     }
 
+    /// How many frames the queue holds.
+    pub fn capacity(&self) -> usize {
+        self.queue.max_capacity()
+    }
+
     /// Queues an event without waiting; a full queue closes the connection.
     pub fn push(&self, frame: Message) {
         if let Err(mpsc::error::TrySendError::Full(_)) = self.queue.try_send(frame) {
@@ -145,6 +154,31 @@ impl Outbox {
 pub struct Subscriber {
     pub user_id: UserId,
     pub outbox: Outbox,
+    /// While the connection is joining (its reply and any `sinceSeq`
+    /// catch-up not yet queued), the room's events wait here, so they reach
+    /// it after the catch-up and in order. `None` once live. Bounded like
+    /// the outbox.
+    held: Option<VecDeque<Message>>,
+}
+
+impl Subscriber {
+    /// A connection that has just joined: events are held until
+    /// [`RoomState::go_live`].
+    pub fn joining(user_id: UserId, outbox: Outbox) -> Self {
+        Self {
+            user_id,
+            outbox,
+            held: Some(VecDeque::new()),
+        }
+    }
+
+    fn deliver(&mut self, frame: Message) {
+        match &mut self.held {
+            None => self.outbox.push(frame),
+            Some(held) if held.len() < self.outbox.capacity() => held.push_back(frame),
+            Some(_) => self.outbox.closer.close(CloseReason::SLOW_CONSUMER),
+        }
+    }
 }
 
 /// The local connections of one room. Reached only through [`RoomGuard`].
@@ -168,6 +202,18 @@ impl RoomState {
         self.subscribers.remove(&conn)
     }
 
+    /// Ends a joining connection's hold: the events that arrived meanwhile
+    /// are queued, then it receives events as they happen.
+    pub fn go_live(&mut self, conn: ConnId) {
+        if let Some(subscriber) = self.subscribers.get_mut(&conn)
+            && let Some(held) = subscriber.held.take()
+        {
+            for frame in held {
+                subscriber.outbox.push(frame);
+            }
+        }
+    }
+
     /// Whether the user has any connection in the room.
     pub fn has_user(&self, user: &UserId) -> bool {
         self.subscribers.values().any(|s| &s.user_id == user)
@@ -181,10 +227,10 @@ impl RoomState {
     }
 
     /// Pushes one already-serialized frame to every local connection but `except`.
-    pub fn broadcast(&self, frame: &Message, except: Option<ConnId>) {
-        for (id, subscriber) in &self.subscribers {
+    pub fn broadcast(&mut self, frame: &Message, except: Option<ConnId>) {
+        for (id, subscriber) in &mut self.subscribers {
             if Some(*id) != except {
-                subscriber.outbox.push(frame.clone());
+                subscriber.deliver(frame.clone());
             }
         }
     }

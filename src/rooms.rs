@@ -124,12 +124,16 @@ pub struct Caller {
     pub outbox: Outbox,
 }
 
-/// A successful join, holding the room's lock until the caller has queued its
-/// reply and the catch-up, so no live message can slip in between.
-pub struct Entered<'a> {
+/// A successful join. The connection's events are held until
+/// [`Rooms::finish_entry`], which the session calls after queueing the reply,
+/// so the client sees: reply, catch-up, then live events, with no gap.
+#[derive(Debug)]
+#[must_use = "the connection stays on hold until finish_entry"]
+pub struct Entered {
     pub room_info: RoomInfo,
     pub last_seq: i64,
-    catch_up: Option<(RoomGuard<'a>, i64)>,
+    /// Deliver stored messages after this seq, up to `last_seq`.
+    catch_up_after: Option<i64>,
 }
 
 /// The room service, shared by every session and the REST handlers.
@@ -220,7 +224,7 @@ impl Rooms {
         caller: &Caller,
         info: &RoomInfo,
         config: &RoomConfig,
-    ) -> Result<RoomInfo, RoomError> {
+    ) -> Result<Entered, RoomError> {
         let new_room = self.new_room(info, config)?;
         let mut room = self.hub.lock(&info.room_id).await;
         let joined = self
@@ -229,19 +233,16 @@ impl Rooms {
             .await
             .map_err(|e| join_error(&info.room_id, e))?;
         self.admit(&mut room, caller, &info.room_id, &joined);
-        Ok(RoomInfo {
-            room_id: info.room_id.clone(),
-            room_name: joined.room_name,
-        })
+        Ok(entered(&info.room_id, joined, None))
     }
 
     /// `joinRoom`: join an existing room.
-    pub async fn join<'a>(
-        &'a self,
+    pub async fn join(
+        &self,
         caller: &Caller,
         room_id: &RoomId,
         since_seq: Option<i64>,
-    ) -> Result<Entered<'a>, RoomError> {
+    ) -> Result<Entered, RoomError> {
         let mut room = self.hub.lock(room_id).await;
         let joined = self
             .store
@@ -249,17 +250,17 @@ impl Rooms {
             .await
             .map_err(|e| join_error(room_id, e))?;
         self.admit(&mut room, caller, room_id, &joined);
-        Ok(entered(room, room_id, joined, since_seq))
+        Ok(entered(room_id, joined, since_seq))
     }
 
     /// `enterRoom`: join, creating the room first if it does not exist.
-    pub async fn enter<'a>(
-        &'a self,
+    pub async fn enter(
+        &self,
         caller: &Caller,
         info: &RoomInfo,
         config: &RoomConfig,
         since_seq: Option<i64>,
-    ) -> Result<Entered<'a>, RoomError> {
+    ) -> Result<Entered, RoomError> {
         let new_room = self.new_room(info, config)?;
         let mut room = self.hub.lock(&info.room_id).await;
         let joined = self
@@ -268,7 +269,7 @@ impl Rooms {
             .await
             .map_err(|e| join_error(&info.room_id, e))?;
         self.admit(&mut room, caller, &info.room_id, &joined);
-        Ok(entered(room, &info.room_id, joined, since_seq))
+        Ok(entered(&info.room_id, joined, since_seq))
     }
 
     /// Subscribes the connection and tells the others when a user arrived.
@@ -282,11 +283,53 @@ impl Rooms {
         }
         room.subscribe(
             caller.conn,
-            Subscriber {
-                user_id: caller.user.user_id.clone(),
-                outbox: caller.outbox.clone(),
-            },
+            Subscriber::joining(caller.user.user_id.clone(), caller.outbox.clone()),
         );
+    }
+
+    /// Completes a join after its reply is queued: streams the `sinceSeq`
+    /// catch-up page by page (without holding the room, so senders are not
+    /// slowed), then releases the events held meanwhile and goes live.
+    ///
+    /// Every message committed after the join has a seq above `last_seq`
+    /// and was held, so catch-up plus held events have no gap and no
+    /// duplicate.
+    pub async fn finish_entry(&self, entered: Entered, caller: &Caller) -> Result<(), StoreError> {
+        let room_id = &entered.room_info.room_id;
+        let mut caught_up = Ok(());
+        if let Some(mut after) = entered.catch_up_after {
+            while after < entered.last_seq {
+                let page = self
+                    .store
+                    .message_page(
+                        room_id,
+                        HistoryCursor::After(after),
+                        CATCH_UP_PAGE,
+                        TimeRange::default(),
+                    )
+                    .await;
+                let page = match page {
+                    Ok((page, _)) => page,
+                    Err(e) => {
+                        caught_up = Err(e);
+                        break;
+                    }
+                };
+                let page: Vec<RoomMessage> =
+                    page.into_iter().filter(|m| m.seq <= entered.last_seq).collect();
+                let Some(last) = page.last() else { break };
+                after = last.seq;
+                let event = Event::RoomMessageReceived {
+                    room_id,
+                    message_list: &page,
+                };
+                if !caller.outbox.send(Message::text(event.to_json())).await {
+                    break;
+                }
+            }
+        }
+        self.hub.lock(room_id).await.go_live(caller.conn);
+        caught_up
     }
 
     /// `leaveRoom` and disconnects: the connection leaves; the user leaves
@@ -301,7 +344,7 @@ impl Rooms {
             && self.store.leave_room(room_id, &caller.user.user_id).await?;
         room.unsubscribe(caller.conn);
         if left {
-            announce_left(&room, &caller.user, room_id);
+            announce_left(&mut room, &caller.user, room_id);
         }
         Ok(())
     }
@@ -323,7 +366,7 @@ impl Rooms {
             return;
         }
         if self.reconnect_grace.is_zero() {
-            if let Err(e) = self.depart(&room, &caller.user, room_id).await {
+            if let Err(e) = self.depart(&mut room, &caller.user, room_id).await {
                 tracing::warn!(room = %room_id, user = %caller.user.user_id, error = %e,
                     "could not record a disconnected user's leave");
             }
@@ -338,9 +381,9 @@ impl Rooms {
                 () = tokio::time::sleep(rooms.reconnect_grace) => {}
                 () = rooms.shutdown.cancelled() => return,
             }
-            let room = rooms.hub.lock(&room_id).await;
+            let mut room = rooms.hub.lock(&room_id).await;
             if !room.has_user(&user.user_id)
-                && let Err(e) = rooms.depart(&room, &user, &room_id).await
+                && let Err(e) = rooms.depart(&mut room, &user, &room_id).await
             {
                 tracing::warn!(room = %room_id, user = %user.user_id, error = %e,
                     "could not record a leave after the reconnect grace");
@@ -351,7 +394,7 @@ impl Rooms {
     /// Removes the membership and tells the remaining connections.
     async fn depart(
         &self,
-        room: &RoomGuard<'_>,
+        room: &mut RoomGuard<'_>,
         user: &UserInfo,
         room_id: &RoomId,
     ) -> Result<(), StoreError> {
@@ -371,7 +414,7 @@ impl Rooms {
         client_message_id: Option<&ClientMessageId>,
     ) -> Result<RoomMessage, RoomError> {
         self.check_size(message)?;
-        let room = self.hub.lock(room_id).await;
+        let mut room = self.hub.lock(room_id).await;
         if !room.contains(caller.conn) {
             return Err(RoomError::NotInRoom(room_id.clone()));
         }
@@ -462,7 +505,7 @@ impl Rooms {
 }
 
 /// Tells the room's connections that a user left; the leaver is no longer subscribed.
-fn announce_left(room: &RoomGuard<'_>, user: &UserInfo, room_id: &RoomId) {
+fn announce_left(room: &mut RoomGuard<'_>, user: &UserInfo, room_id: &RoomId) {
     let event = Event::RoomMemberLeft {
         room_id,
         member_list: std::slice::from_ref(user),
@@ -470,53 +513,14 @@ fn announce_left(room: &RoomGuard<'_>, user: &UserInfo, room_id: &RoomId) {
     room.broadcast(&Message::text(event.to_json()), None);
 }
 
-fn entered<'a>(
-    room: RoomGuard<'a>,
-    room_id: &RoomId,
-    joined: Joined,
-    since_seq: Option<i64>,
-) -> Entered<'a> {
+fn entered(room_id: &RoomId, joined: Joined, since_seq: Option<i64>) -> Entered {
     Entered {
         room_info: RoomInfo {
             room_id: room_id.clone(),
             room_name: joined.room_name,
         },
         last_seq: joined.last_seq,
-        catch_up: since_seq
-            .filter(|since| *since < joined.last_seq)
-            .map(|since| (room, since)),
-    }
-}
-
-impl Entered<'_> {
-    /// Pushes every stored message after `sinceSeq` up to the join's
-    /// `lastSeq`, in pages, then releases the room so live messages follow.
-    pub async fn deliver_catch_up(self, store: &Store, outbox: &Outbox) -> Result<(), StoreError> {
-        let Some((room, mut after)) = self.catch_up else {
-            return Ok(());
-        };
-        let room_id = &self.room_info.room_id;
-        while after < self.last_seq {
-            let (page, _) = store
-                .message_page(
-                    room_id,
-                    HistoryCursor::After(after),
-                    CATCH_UP_PAGE,
-                    TimeRange::default(),
-                )
-                .await?;
-            let Some(last) = page.last() else { break };
-            after = last.seq;
-            let event = Event::RoomMessageReceived {
-                room_id,
-                message_list: &page,
-            };
-            if !outbox.send(Message::text(event.to_json())).await {
-                break;
-            }
-        }
-        drop(room);
-        Ok(())
+        catch_up_after: since_seq.filter(|since| *since < joined.last_seq),
     }
 }
 

@@ -268,12 +268,13 @@ impl Session {
             Request::Login { .. } => unreachable!("handled above"),
             Request::Ping => protocol::ok_reply(id, &json!({})),
             Request::CreateRoom { room_info, config } => {
-                let info = rooms
+                let entered = rooms
                     .create(&caller, &room_info, &config)
                     .await
                     .map_err(room_error)?;
-                self.joined.insert(info.room_id.clone());
-                protocol::ok_reply(id, &json!({ "roomInfo": info }))
+                self.joined.insert(room_info.room_id);
+                let reply = json!({ "roomInfo": entered.room_info });
+                return self.finish_entry(id, reply, entered, &caller).await;
             }
             Request::JoinRoom { room_id, since_seq } => {
                 let entered = rooms
@@ -282,11 +283,7 @@ impl Session {
                     .map_err(room_error)?;
                 self.joined.insert(room_id);
                 let reply = json!({ "roomInfo": entered.room_info, "lastSeq": entered.last_seq });
-                self.reply(protocol::ok_reply(id, &reply)).await;
-                return entered
-                    .deliver_catch_up(rooms.store(), &self.outbox)
-                    .await
-                    .map_err(|e| RoomError::Store(e).to_body());
+                return self.finish_entry(id, reply, entered, &caller).await;
             }
             Request::EnterRoom {
                 room_info,
@@ -299,11 +296,7 @@ impl Session {
                     .map_err(room_error)?;
                 self.joined.insert(room_info.room_id);
                 let reply = json!({ "roomInfo": entered.room_info, "lastSeq": entered.last_seq });
-                self.reply(protocol::ok_reply(id, &reply)).await;
-                return entered
-                    .deliver_catch_up(rooms.store(), &self.outbox)
-                    .await
-                    .map_err(|e| RoomError::Store(e).to_body());
+                return self.finish_entry(id, reply, entered, &caller).await;
             }
             Request::LeaveRoom { room_id } => {
                 rooms.leave(&caller, &room_id).await.map_err(room_error)?;
@@ -386,6 +379,24 @@ impl Session {
             }
         };
         self.reply(reply).await;
+        Ok(())
+    }
+
+    /// Queues a join's reply, then its catch-up; live events follow.
+    async fn finish_entry(
+        &self,
+        id: u32,
+        reply: serde_json::Value,
+        entered: crate::rooms::Entered,
+        caller: &Caller,
+    ) -> Result<(), ErrorBody> {
+        self.reply(protocol::ok_reply(id, &reply)).await;
+        if let Err(e) = self.app.rooms.finish_entry(entered, caller).await {
+            // The reply is out, so an error reply would be a second answer.
+            // Close instead: the client reconnects and resumes with sinceSeq.
+            tracing::warn!(conn = self.conn, error = %e, "catch-up failed; closing so the client resumes");
+            self.closer.close(CloseReason::CATCH_UP_FAILED);
+        }
         Ok(())
     }
 
