@@ -114,10 +114,6 @@ impl App {
         };
         let node = config.node()?;
         let store = Store::connect(options).await?;
-        let stale = store.clear_stale_members(&node).await?;
-        if stale > 0 {
-            tracing::info!(stale, %node, "removed members left over from a previous run");
-        }
         let shutdown = CancellationToken::new();
         let rates = Arc::new(RateLimits::new(&config.limits));
         let rooms = Rooms::new(
@@ -140,6 +136,8 @@ impl App {
             config.auth_secret.as_ref().map(Secret::expose),
             config.admin_token.as_ref().map(Secret::expose),
         );
+        let rooms = Arc::new(rooms);
+        rooms.expire_previous_run().await?;
         let metrics = Arc::new(Metrics::default());
         let retention = config.history_retention.map(|window| Retention {
             window,
@@ -164,7 +162,7 @@ impl App {
         Ok(Self {
             state: Arc::new(AppState {
                 config,
-                rooms: Arc::new(rooms),
+                rooms,
                 auth,
                 metrics,
                 rates,

@@ -121,8 +121,9 @@ pub struct Config {
     pub node_id: Option<String>,
 
     /// How long a dropped connection keeps its memberships before its user
-    /// leaves (e.g. 30s). 0: leave at once.
-    #[arg(long, env = "ROOMD_RECONNECT_GRACE", default_value = "0s", value_parser = duration)]
+    /// leaves (e.g. 30s; 0: at once). Also how long members of a stopped or
+    /// crashed run have to come back after a restart.
+    #[arg(long, env = "ROOMD_RECONNECT_GRACE", default_value = "30s", value_parser = duration)]
     pub reconnect_grace: Duration,
 
     /// Time a new connection has to log in before it is closed (4001).
@@ -131,8 +132,13 @@ pub struct Config {
 
     /// A connection that sends nothing at all (not even a WebSocket ping or
     /// pong) for this long is closed (4002).
-    #[arg(long, env = "ROOMD_IDLE_TIMEOUT", default_value = "60s", value_parser = duration)]
+    #[arg(long, env = "ROOMD_IDLE_TIMEOUT", default_value = "35s", value_parser = duration)]
     pub idle_timeout: Duration,
+
+    /// How often the server pings each connection, so live clients always
+    /// have something to answer within the idle timeout.
+    #[arg(long, env = "ROOMD_PING_INTERVAL", default_value = "10s", value_parser = duration)]
+    pub ping_interval: Duration,
 
     #[command(flatten)]
     pub limits: Limits,
@@ -164,6 +170,11 @@ pub struct Limits {
     /// fill is closed with 4008 (slow consumer).
     #[arg(long, env = "ROOMD_OUTBOX_FRAMES", default_value_t = 1024)]
     pub outbox_frames: usize,
+
+    /// Bytes a connection's outbound queue holds before the client is closed
+    /// as a slow consumer (4008).
+    #[arg(long, env = "ROOMD_OUTBOX_BYTES", default_value_t = 1024 * 1024)]
+    pub outbox_bytes: usize,
 
     /// Requests per second per connection (1006 above it).
     #[arg(long, env = "ROOMD_REQUESTS_PER_SECOND", default_value = "20")]

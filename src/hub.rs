@@ -8,7 +8,7 @@
 //! connection that joins sees every message after its join reply.
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 
 use tokio::sync::{OwnedMutexGuard, mpsc};
@@ -79,7 +79,35 @@ impl CloseReason {
 #[derive(Debug, Clone)]
 pub struct Outbox {
     queue: mpsc::Sender<Message>,
+    /// Bytes queued and not yet written, shared with the [`OutboxQueue`].
+    queued_bytes: Arc<AtomicUsize>,
+    max_bytes: usize,
     closer: Closer,
+}
+
+/// The receiving half, drained by the connection's writer.
+#[derive(Debug)]
+pub struct OutboxQueue {
+    queue: mpsc::Receiver<Message>,
+    queued_bytes: Arc<AtomicUsize>,
+}
+
+impl OutboxQueue {
+    fn taken(&self, frame: Message) -> Message {
+        self.queued_bytes
+            .fetch_sub(frame.as_bytes().len(), Ordering::AcqRel);
+        frame
+    }
+
+    pub async fn recv(&mut self) -> Option<Message> {
+        let frame = self.queue.recv().await?;
+        Some(self.taken(frame))
+    }
+
+    pub fn try_recv(&mut self) -> Option<Message> {
+        let frame = self.queue.try_recv().ok()?;
+        Some(self.taken(frame))
+    }
 }
 
 /// Closes a connection once, remembering the first reason given.
@@ -114,26 +142,40 @@ impl Closer {
 }
 
 impl Outbox {
-    pub fn new(capacity: usize) -> (Self, mpsc::Receiver<Message>, Closer) {
-        let (queue, rx) = mpsc::channel(capacity);
+    /// A queue of at most `frames` frames and about `max_bytes` bytes.
+    pub fn new(frames: usize, max_bytes: usize) -> (Self, OutboxQueue, Closer) {
+        let (queue, rx) = mpsc::channel(frames);
+        let queued_bytes = Arc::new(AtomicUsize::new(0));
         let closer = Closer::default();
         (
             Self {
                 queue,
+                queued_bytes: queued_bytes.clone(),
+                max_bytes,
                 closer: closer.clone(),
             },
-            rx,
+            OutboxQueue {
+                queue: rx,
+                queued_bytes,
+            },
             closer,
         )
     }
 
     /// Queues a reply (or catch-up) frame, waiting for room. Returns false
-    /// when the connection is gone.
+    /// when the connection is gone. Replies answer the connection's own
+    /// requests, so waiting only slows that connection.
     pub async fn send(&self, frame: Message) -> bool {
-        tokio::select! {
+        let len = frame.as_bytes().len();
+        self.queued_bytes.fetch_add(len, Ordering::AcqRel);
+        let sent = tokio::select! {
             sent = self.queue.send(frame) => sent.is_ok(),
             () = self.closer.closed() => false,
+        };
+        if !sent {
+            self.queued_bytes.fetch_sub(len, Ordering::AcqRel);
         }
+        sent
     }
 
     /// How many frames the queue holds.
@@ -141,10 +183,21 @@ impl Outbox {
         self.queue.max_capacity()
     }
 
-    /// Queues an event without waiting; a full queue closes the connection.
+    /// Queues an event without waiting; a full queue (in frames or bytes)
+    /// closes the connection as a slow consumer.
     pub fn push(&self, frame: Message) {
-        if let Err(mpsc::error::TrySendError::Full(_)) = self.queue.try_send(frame) {
+        let len = frame.as_bytes().len();
+        let queued = self.queued_bytes.fetch_add(len, Ordering::AcqRel);
+        if queued + len > self.max_bytes && queued > 0 {
+            self.queued_bytes.fetch_sub(len, Ordering::AcqRel);
             self.closer.close(CloseReason::SLOW_CONSUMER);
+            return;
+        }
+        if self.queue.try_send(frame).is_err() {
+            self.queued_bytes.fetch_sub(len, Ordering::AcqRel);
+            if !self.queue.is_closed() {
+                self.closer.close(CloseReason::SLOW_CONSUMER);
+            }
         }
     }
 }

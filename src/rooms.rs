@@ -391,6 +391,39 @@ impl Rooms {
         });
     }
 
+    /// Handles the memberships this node left behind when it last stopped
+    /// or crashed: after the reconnect grace (at once when it is zero), those
+    /// whose users did not come back are removed and the room is told.
+    pub async fn expire_previous_run(self: &Arc<Self>) -> Result<(), StoreError> {
+        let started = self.store.now().await?;
+        if self.reconnect_grace.is_zero() {
+            return self.remove_unclaimed(started).await;
+        }
+        let rooms = Arc::clone(self);
+        self.background.spawn(async move {
+            tokio::select! {
+                () = tokio::time::sleep(rooms.reconnect_grace) => {}
+                () = rooms.shutdown.cancelled() => return,
+            }
+            if let Err(e) = rooms.remove_unclaimed(started).await {
+                tracing::warn!(error = %e, "could not remove memberships of the previous run");
+            }
+        });
+        Ok(())
+    }
+
+    async fn remove_unclaimed(&self, started: chrono::DateTime<chrono::Utc>) -> Result<(), StoreError> {
+        let gone = self.store.clear_stale_members(&self.node, started).await?;
+        if !gone.is_empty() {
+            tracing::info!(count = gone.len(), node = %self.node, "removed memberships left over from the previous run");
+        }
+        for (room_id, user) in &gone {
+            let mut room = self.hub.lock(room_id).await;
+            announce_left(&mut room, user, room_id);
+        }
+        Ok(())
+    }
+
     /// Removes the membership and tells the remaining connections.
     async fn depart(
         &self,

@@ -9,17 +9,17 @@
 use std::collections::BTreeSet;
 use std::net::IpAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use futures_util::stream::{SplitSink, SplitStream};
 use futures_util::{SinkExt, StreamExt};
 use serde_json::json;
-use tokio::sync::mpsc;
 use tokio::time::Instant;
 use warp::ws::{Message, WebSocket};
 
 use crate::app::AppState;
 use crate::domain::RoomId;
-use crate::hub::{CloseReason, Closer, Outbox, next_conn_id};
+use crate::hub::{CloseReason, Closer, Outbox, OutboxQueue, next_conn_id};
 use crate::limits::{ConnectionRates, ConnectionSlot, UserSlot};
 use crate::protocol::{self, ErrorBody, ErrorCode, Request};
 use crate::rooms::{Caller, RoomError};
@@ -39,8 +39,16 @@ pub async fn serve(socket: WebSocket, app: Arc<AppState>, ip: Option<IpAddr>) {
         return;
     };
     let (sink, stream) = socket.split();
-    let (outbox, queue, closer) = Outbox::new(app.config.limits.outbox_frames);
-    let writer = tokio::spawn(write_loop(sink, queue, closer.clone()));
+    let (outbox, queue, closer) = Outbox::new(
+        app.config.limits.outbox_frames,
+        app.config.limits.outbox_bytes,
+    );
+    let writer = tokio::spawn(write_loop(
+        sink,
+        queue,
+        closer.clone(),
+        app.config.ping_interval,
+    ));
     let mut session = Session {
         conn: next_conn_id(),
         rates: app.rates.for_connection(),
@@ -57,7 +65,12 @@ pub async fn serve(socket: WebSocket, app: Arc<AppState>, ip: Option<IpAddr>) {
     session.read_loop(stream).await;
     session.leave_everything().await;
     closer.abort();
-    let _ = writer.await;
+    // A writer stuck on a client that stopped reading never finishes on its
+    // own; dropping it closes the socket.
+    let writer_abort = writer.abort_handle();
+    if tokio::time::timeout(WRITER_DRAIN, writer).await.is_err() {
+        writer_abort.abort();
+    }
     tracing::debug!(conn = session.conn, reason = ?closer.reason(), "connection closed");
 }
 
@@ -85,20 +98,32 @@ fn is_too_large(e: &warp::Error) -> bool {
         .is_some_and(|e| matches!(e, tungstenite::Error::Capacity(_)))
 }
 
+/// How long a closing connection's writer may take to flush and close.
+const WRITER_DRAIN: Duration = Duration::from_secs(2);
+
 async fn write_loop(
     mut sink: SplitSink<WebSocket, Message>,
-    mut queue: mpsc::Receiver<Message>,
+    mut queue: OutboxQueue,
     closer: Closer,
+    ping_interval: Duration,
 ) {
+    let mut ping = tokio::time::interval_at(Instant::now() + ping_interval, ping_interval);
+    ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
             biased;
             () = closer.closed() => break,
+            _ = ping.tick() => {
+                if sink.send(Message::ping(Vec::new())).await.is_err() {
+                    closer.abort();
+                    return;
+                }
+            }
             frame = queue.recv() => {
                 let Some(frame) = frame else { break };
                 // Batch whatever is already queued into one flush.
                 let mut ok = sink.feed(frame).await.is_ok();
-                while ok && let Ok(frame) = queue.try_recv() {
+                while ok && let Some(frame) = queue.try_recv() {
                     ok = sink.feed(frame).await.is_ok();
                 }
                 if !ok || sink.flush().await.is_err() {
@@ -108,29 +133,22 @@ async fn write_loop(
             }
         }
     }
-    match closer.reason() {
-        Some(reason) => {
-            // Frames queued before the close (replies, events) still go out,
-            // unless the client is being dropped for not reading them.
-            if reason != CloseReason::SLOW_CONSUMER {
-                while let Ok(frame) = queue.try_recv() {
-                    if sink.feed(frame).await.is_err() {
-                        return;
-                    }
-                }
+    let reason = closer.reason();
+    // Frames queued before the close (replies, events) still go out, unless
+    // the client is being dropped for not reading them.
+    if reason != Some(CloseReason::SLOW_CONSUMER) {
+        while let Some(frame) = queue.try_recv() {
+            if sink.feed(frame).await.is_err() {
+                return;
             }
-            let _ = sink
-                .send(Message::close_with(reason.code, reason.reason))
-                .await;
         }
-        None => {
-            while let Ok(frame) = queue.try_recv() {
-                if sink.feed(frame).await.is_err() {
-                    return;
-                }
-            }
-            let _ = sink.flush().await;
-        }
+    }
+    if let Some(reason) = reason {
+        let _ = sink
+            .send(Message::close_with(reason.code, reason.reason))
+            .await;
+    } else {
+        let _ = sink.flush().await;
     }
     let _ = sink.close().await;
 }
@@ -151,6 +169,7 @@ impl Session {
                 }
                 () = self.closer.closed() => return,
                 () = self.app.shutdown.cancelled() => {
+                    self.announce_shutdown();
                     self.closer.close(CloseReason::GOING_AWAY);
                     return;
                 }
@@ -380,6 +399,20 @@ impl Session {
         };
         self.reply(reply).await;
         Ok(())
+    }
+
+    /// Tells the connection, room by room, that the server is going away
+    /// (its memberships survive for the reconnect grace).
+    fn announce_shutdown(&self) {
+        for room_id in &self.joined {
+            let event = json!({
+                "event": "roomStateChanged",
+                "roomID": room_id,
+                "state": "disconnected",
+                "reason": "serverShutdown",
+            });
+            self.outbox.push(Message::text(event.to_string()));
+        }
     }
 
     /// Queues a join's reply, then its catch-up; live events follow.

@@ -20,7 +20,7 @@ const POOL_SIZE: u32 = 16;
 
 /// How long a request waits for a pooled connection before it is answered
 /// with `1008 unavailable` instead of hanging.
-const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(5);
+const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(3);
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -86,6 +86,13 @@ impl Store {
             .fetch_one(&self.pool)
             .await?;
         Ok(())
+    }
+
+    /// The database's clock, which every stored timestamp uses.
+    pub async fn now(&self) -> Result<chrono::DateTime<chrono::Utc>, StoreError> {
+        Ok(sqlx::query_scalar!(r#"select now() as "now!""#)
+            .fetch_one(&self.pool)
+            .await?)
     }
 
     pub async fn close(&self) {

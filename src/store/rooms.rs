@@ -3,8 +3,8 @@
 use chrono::{DateTime, Utc};
 use serde_json::Value;
 
-use super::{Store, StoreError, is_unique_violation};
-use crate::domain::{NodeId, RoomId, RoomName, UserInfo};
+use super::{Store, StoreError};
+use crate::domain::{NodeId, RoomId, RoomName, UserId, UserInfo, UserName};
 
 /// What the creator of a room decides, stored with the room.
 #[derive(Debug, Clone)]
@@ -167,17 +167,26 @@ impl Store {
         }))
     }
 
-    /// Removes the memberships this node left behind: at start-up nobody is
-    /// connected to it, so they are stale (the process crashed or was
-    /// stopped). Rooms they leave empty become empty as of now.
-    pub async fn clear_stale_members(&self, node: &NodeId) -> Result<u64, StoreError> {
+    /// Removes the memberships this node left behind: those not claimed
+    /// again since `before` (its start-up). Nobody was connected to the node
+    /// when it started, so any membership a user did not come back to claim
+    /// is stale. Rooms they leave empty become empty as of now. Returns who
+    /// left which room.
+    pub async fn clear_stale_members(
+        &self,
+        node: &NodeId,
+        before: DateTime<Utc>,
+    ) -> Result<Vec<(RoomId, UserInfo)>, StoreError> {
         let mut tx = self.pool.begin().await?;
-        let rooms: Vec<String> = sqlx::query_scalar!(
-            "delete from members where node_id = $1 returning room_id",
-            node.as_str()
+        let gone = sqlx::query!(
+            "delete from members where node_id = $1 and claimed_at < $2
+             returning room_id, user_id, user_name",
+            node.as_str(),
+            before
         )
         .fetch_all(&mut *tx)
         .await?;
+        let rooms: Vec<String> = gone.iter().map(|m| m.room_id.clone()).collect();
         sqlx::query!(
             "update rooms r
                 set empty_since = now(),
@@ -190,7 +199,18 @@ impl Store {
         .execute(&mut *tx)
         .await?;
         tx.commit().await?;
-        Ok(rooms.len() as u64)
+        Ok(gone
+            .into_iter()
+            .filter_map(|m| {
+                Some((
+                    RoomId::parse(m.room_id).ok()?,
+                    UserInfo {
+                        user_id: UserId::parse(m.user_id).ok()?,
+                        user_name: UserName::parse(m.user_name).ok()?,
+                    },
+                ))
+            })
+            .collect())
     }
 
     /// Destroys up to `limit` rooms whose destruction time has passed, and
@@ -277,21 +297,20 @@ async fn join_in(
             return Err(JoinError::RoomFull(limits.max_members_per_room));
         }
     }
-    let inserted = sqlx::query!(
-        "insert into members (room_id, user_id, user_name, node_id) values ($1, $2, $3, $4)
-         on conflict do nothing",
+    // A re-join claims the membership again (for this node, now); `xmax = 0`
+    // tells a fresh row from an updated one.
+    let newly_joined = sqlx::query_scalar!(
+        r#"insert into members (room_id, user_id, user_name, node_id) values ($1, $2, $3, $4)
+           on conflict (room_id, user_id)
+           do update set claimed_at = now(), node_id = excluded.node_id
+           returning (xmax = 0) as "inserted!""#,
         room_id.as_str(),
         user.user_id.as_str(),
         user.user_name.as_str(),
         node.as_str(),
     )
-    .execute(&mut *tx)
-    .await;
-    let newly_joined = match inserted {
-        Ok(done) => done.rows_affected() == 1,
-        Err(e) if is_unique_violation(&e, "members_pkey") => false,
-        Err(e) => return Err(e.into()),
-    };
+    .fetch_one(&mut *tx)
+    .await?;
     if room.empty_since.is_some() {
         sqlx::query!(
             "update rooms set empty_since = null, destroy_at = null where room_id = $1",

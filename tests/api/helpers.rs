@@ -113,6 +113,8 @@ pub fn test_config(database_url: &str) -> Config {
     config.database_url = Some(database_url.to_owned());
     config.auth_secret = None;
     config.admin_token = None;
+    // Dropped connections leave at once unless a test is about the grace.
+    config.reconnect_grace = Duration::ZERO;
     // Tests drive traffic far faster than people; the rate-limit tests set
     // their own limits.
     let plenty = std::num::NonZeroU32::new(1_000_000).unwrap();
