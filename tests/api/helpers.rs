@@ -397,6 +397,30 @@ impl Client {
         }
     }
 
+    /// Reads (and so answers pings) for a while, keeping events; fails if
+    /// the connection closes.
+    pub async fn pump(&mut self, duration: Duration) {
+        let until = tokio::time::Instant::now() + duration;
+        while let Ok(frame) = tokio::time::timeout_at(until, self.ws.next()).await {
+            match frame {
+                Some(Ok(Message::Text(text))) => {
+                    self.events.push_back(serde_json::from_str(&text).expect("JSON"))
+                }
+                Some(Ok(Message::Close(close))) => panic!("closed while pumping: {close:?}"),
+                Some(Ok(_)) => {}
+                other => panic!("connection failed while pumping: {other:?}"),
+            }
+        }
+    }
+
+    /// The next raw frame, or `None` when the connection is gone.
+    pub async fn raw_next(&mut self) -> Option<Message> {
+        match tokio::time::timeout(WAIT, self.ws.next()).await.expect("frame in time") {
+            Some(Ok(frame)) => Some(frame),
+            _ => None,
+        }
+    }
+
     /// Waits for the server to close the connection; returns the close code.
     pub async fn closed(&mut self) -> Option<u16> {
         loop {

@@ -9,5 +9,6 @@ mod errors;
 mod flow;
 mod history;
 mod lifecycle;
+mod reliability;
 mod rest;
 mod security;
