@@ -315,8 +315,10 @@ impl Rooms {
                         break;
                     }
                 };
-                let page: Vec<RoomMessage> =
-                    page.into_iter().filter(|m| m.seq <= entered.last_seq).collect();
+                let page: Vec<RoomMessage> = page
+                    .into_iter()
+                    .filter(|m| m.seq <= entered.last_seq)
+                    .collect();
                 let Some(last) = page.last() else { break };
                 after = last.seq;
                 let event = Event::RoomMessageReceived {
@@ -412,7 +414,10 @@ impl Rooms {
         Ok(())
     }
 
-    async fn remove_unclaimed(&self, started: chrono::DateTime<chrono::Utc>) -> Result<(), StoreError> {
+    async fn remove_unclaimed(
+        &self,
+        started: chrono::DateTime<chrono::Utc>,
+    ) -> Result<(), StoreError> {
         let gone = self.store.clear_stale_members(&self.node, started).await?;
         if !gone.is_empty() {
             tracing::info!(count = gone.len(), node = %self.node, "removed memberships left over from the previous run");

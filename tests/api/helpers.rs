@@ -403,9 +403,9 @@ impl Client {
         let until = tokio::time::Instant::now() + duration;
         while let Ok(frame) = tokio::time::timeout_at(until, self.ws.next()).await {
             match frame {
-                Some(Ok(Message::Text(text))) => {
-                    self.events.push_back(serde_json::from_str(&text).expect("JSON"))
-                }
+                Some(Ok(Message::Text(text))) => self
+                    .events
+                    .push_back(serde_json::from_str(&text).expect("JSON")),
                 Some(Ok(Message::Close(close))) => panic!("closed while pumping: {close:?}"),
                 Some(Ok(_)) => {}
                 other => panic!("connection failed while pumping: {other:?}"),
@@ -415,7 +415,10 @@ impl Client {
 
     /// The next raw frame, or `None` when the connection is gone.
     pub async fn raw_next(&mut self) -> Option<Message> {
-        match tokio::time::timeout(WAIT, self.ws.next()).await.expect("frame in time") {
+        match tokio::time::timeout(WAIT, self.ws.next())
+            .await
+            .expect("frame in time")
+        {
             Some(Ok(frame)) => Some(frame),
             _ => None,
         }

@@ -6,6 +6,7 @@ mod bad_input;
 mod destruction;
 mod embedded;
 mod errors;
+mod faults;
 mod flow;
 mod history;
 mod lifecycle;

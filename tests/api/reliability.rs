@@ -18,7 +18,9 @@ async fn a_reconnect_within_the_grace_causes_no_churn_and_a_missing_user_leaves_
     config.reconnect_grace = Duration::from_millis(1500);
     let app = spawn_app_with(config).await;
     let mut watcher = app.client("watcher").await;
-    watcher.ok(json!({"op": "createRoom", "roomInfo": {"roomID": "flaky"}})).await;
+    watcher
+        .ok(json!({"op": "createRoom", "roomInfo": {"roomID": "flaky"}}))
+        .await;
     let phone = app.client("phone").await;
     let mut phone = phone;
     phone.ok(json!({"op": "joinRoom", "roomID": "flaky"})).await;
@@ -30,7 +32,9 @@ async fn a_reconnect_within_the_grace_causes_no_churn_and_a_missing_user_leaves_
     phone.ok(json!({"op": "joinRoom", "roomID": "flaky"})).await;
     watcher.pump(Duration::from_millis(2000)).await;
     watcher.expect_silence().await;
-    let count = watcher.ok(json!({"op": "queryRoomOnlineMemberCount", "roomID": "flaky"})).await;
+    let count = watcher
+        .ok(json!({"op": "queryRoomOnlineMemberCount", "roomID": "flaky"}))
+        .await;
     assert_eq!(count["count"], 2);
 
     // This time it does not come back: it leaves when the grace ends.
@@ -38,13 +42,20 @@ async fn a_reconnect_within_the_grace_causes_no_churn_and_a_missing_user_leaves_
     let dropped = Instant::now();
     let left = watcher.expect_event("roomMemberLeft").await;
     assert_eq!(left["memberList"][0]["userID"], "phone");
-    assert!(dropped.elapsed() >= Duration::from_millis(1400), "left after {:?}", dropped.elapsed());
+    assert!(
+        dropped.elapsed() >= Duration::from_millis(1400),
+        "left after {:?}",
+        dropped.elapsed()
+    );
 
     // The last member dropping starts the destruction countdown when its grace ends.
     drop(watcher);
     let dropped = Instant::now();
     let gone = app.wait_until_gone("flaky", Duration::from_secs(8)).await;
-    assert!(gone - dropped >= Duration::from_millis(1400), "destroyed during the grace");
+    assert!(
+        gone - dropped >= Duration::from_millis(1400),
+        "destroyed during the grace"
+    );
     app.stop().await;
 }
 
@@ -52,7 +63,9 @@ async fn a_reconnect_within_the_grace_causes_no_churn_and_a_missing_user_leaves_
 async fn resuming_with_since_seq_while_others_send_has_no_gap_and_no_duplicate() {
     let app = spawn_app_with(test_config(&fresh_database().await)).await;
     let mut writer = app.client("writer").await;
-    writer.ok(json!({"op": "createRoom", "roomInfo": {"roomID": "stream"}})).await;
+    writer
+        .ok(json!({"op": "createRoom", "roomInfo": {"roomID": "stream"}}))
+        .await;
     for i in 0..600 {
         say(&mut writer, "stream", &format!("backlog {i}")).await;
     }
@@ -60,12 +73,16 @@ async fn resuming_with_since_seq_while_others_send_has_no_gap_and_no_duplicate()
     let mut senders = Vec::new();
     for s in 0..3 {
         let mut client = app.client(&format!("live{s}")).await;
-        client.ok(json!({"op": "joinRoom", "roomID": "stream"})).await;
+        client
+            .ok(json!({"op": "joinRoom", "roomID": "stream"}))
+            .await;
         let stop = stop.clone();
         senders.push(tokio::spawn(async move {
             let mut last = 0;
             while !stop.load(Ordering::Relaxed) {
-                last = say(&mut client, "stream", "live").await["seq"].as_i64().unwrap();
+                last = say(&mut client, "stream", "live").await["seq"]
+                    .as_i64()
+                    .unwrap();
             }
             last
         }));
@@ -73,7 +90,9 @@ async fn resuming_with_since_seq_while_others_send_has_no_gap_and_no_duplicate()
     // Let the live senders get going, then resume from seq 10.
     tokio::time::sleep(Duration::from_millis(100)).await;
     let mut reader = app.client("reader").await;
-    let joined = reader.ok(json!({"op": "joinRoom", "roomID": "stream", "sinceSeq": 10})).await;
+    let joined = reader
+        .ok(json!({"op": "joinRoom", "roomID": "stream", "sinceSeq": 10}))
+        .await;
     assert!(joined["lastSeq"].as_i64().unwrap() >= 600);
     let mut seen = Vec::new();
     let deadline = Instant::now() + Duration::from_secs(30);
@@ -89,7 +108,11 @@ async fn resuming_with_since_seq_while_others_send_has_no_gap_and_no_duplicate()
         if seen.last().copied() == Some(last_sent) {
             break;
         }
-        assert!(Instant::now() < deadline, "stuck after {} messages", seen.len());
+        assert!(
+            Instant::now() < deadline,
+            "stuck after {} messages",
+            seen.len()
+        );
         let event = reader.event().await;
         if event["event"] == "roomMessageReceived" {
             for message in event["messageList"].as_array().unwrap() {
@@ -98,7 +121,10 @@ async fn resuming_with_since_seq_while_others_send_has_no_gap_and_no_duplicate()
         }
     }
     let expected: Vec<i64> = (11..=last_sent).collect();
-    assert_eq!(seen, expected, "every seq after sinceSeq exactly once, in order");
+    assert_eq!(
+        seen, expected,
+        "every seq after sinceSeq exactly once, in order"
+    );
     app.stop().await;
 }
 
@@ -109,7 +135,9 @@ async fn the_server_pings_and_closes_a_connection_that_stops_answering() {
     config.idle_timeout = Duration::from_millis(350);
     let app = spawn_app_with(config).await;
     let mut responsive = app.client("responsive").await;
-    responsive.ok(json!({"op": "createRoom", "roomInfo": {"roomID": "hb"}})).await;
+    responsive
+        .ok(json!({"op": "createRoom", "roomInfo": {"roomID": "hb"}}))
+        .await;
     let mut deaf = app.client("deaf").await;
     deaf.ok(json!({"op": "joinRoom", "roomID": "hb"})).await;
     responsive.expect_event("roomMemberJoined").await;
@@ -132,11 +160,17 @@ async fn a_client_that_stops_reading_is_dropped_without_slowing_the_room() {
     config.limits.outbox_bytes = 256 * 1024;
     let app = spawn_app_with(config).await;
     let mut sender = app.client("sender").await;
-    sender.ok(json!({"op": "createRoom", "roomInfo": {"roomID": "firehose"}})).await;
+    sender
+        .ok(json!({"op": "createRoom", "roomInfo": {"roomID": "firehose"}}))
+        .await;
     let mut reader = app.client("reader").await;
-    reader.ok(json!({"op": "joinRoom", "roomID": "firehose"})).await;
+    reader
+        .ok(json!({"op": "joinRoom", "roomID": "firehose"}))
+        .await;
     let mut stuck = app.client("stuck").await;
-    stuck.ok(json!({"op": "joinRoom", "roomID": "firehose"})).await;
+    stuck
+        .ok(json!({"op": "joinRoom", "roomID": "firehose"}))
+        .await;
     sender.expect_event("roomMemberJoined").await;
     sender.expect_event("roomMemberJoined").await;
     reader.expect_event("roomMemberJoined").await;
@@ -161,7 +195,10 @@ async fn a_client_that_stops_reading_is_dropped_without_slowing_the_room() {
                        "message": {"type": "text", "message": body}}))
             .await;
     }
-    let (_reader, got) = tokio::time::timeout(Duration::from_secs(30), reading).await.unwrap().unwrap();
+    let (_reader, got) = tokio::time::timeout(Duration::from_secs(30), reading)
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(got, count);
 
     // The stuck client was cut off: reading now ends before all messages,
@@ -179,7 +216,10 @@ async fn a_client_that_stops_reading_is_dropped_without_slowing_the_room() {
             None => break,
         }
     }
-    assert!(received < count, "the stuck client got everything ({received})");
+    assert!(
+        received < count,
+        "the stuck client got everything ({received})"
+    );
     assert!(matches!(close, None | Some(4008)), "{close:?}");
     let left = sender.expect_event("roomMemberLeft").await;
     assert_eq!(left["memberList"][0]["userID"], "stuck");
@@ -198,7 +238,8 @@ async fn shutdown_announces_itself_and_a_quick_restart_causes_no_churn() {
     let mut a = app.client("a").await;
     let mut b = app.client("b").await;
     let mut c = app.client("c").await;
-    a.ok(json!({"op": "createRoom", "roomInfo": {"roomID": "steady"}})).await;
+    a.ok(json!({"op": "createRoom", "roomInfo": {"roomID": "steady"}}))
+        .await;
     b.ok(json!({"op": "joinRoom", "roomID": "steady"})).await;
     c.ok(json!({"op": "joinRoom", "roomID": "steady"})).await;
     for _ in 0..2 {
@@ -261,7 +302,10 @@ async fn shutdown_announces_itself_and_a_quick_restart_causes_no_churn() {
     let mut b = app.client("b").await;
     b.ok(json!({"op": "joinRoom", "roomID": "steady"})).await;
     let left = a.expect_event("roomMemberLeft").await;
-    assert_eq!(left["memberList"], json!([{"userID": "c", "userName": "c name"}]));
+    assert_eq!(
+        left["memberList"],
+        json!([{"userID": "c", "userName": "c name"}])
+    );
     // No joined/left for A or B at any point.
     a.expect_silence().await;
     drop(c);
