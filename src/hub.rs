@@ -297,6 +297,12 @@ pub struct RoomGuard<'h> {
     state: Option<OwnedMutexGuard<RoomState>>,
 }
 
+impl RoomGuard<'_> {
+    pub fn room_id(&self) -> &RoomId {
+        &self.room_id
+    }
+}
+
 impl std::ops::Deref for RoomGuard<'_> {
     type Target = RoomState;
     fn deref(&self) -> &RoomState {

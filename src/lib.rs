@@ -13,6 +13,7 @@
 //! - [`session`]: one WebSocket connection: login, dispatch, outbound queue, close.
 //! - [`rooms`]: room operations and their rules (create, join, enter, leave, send).
 //! - [`hub`]: local fan-out from rooms to this process's connections.
+//! - [`committer`]: group commit: concurrent sends share a transaction, then fan out.
 //! - [`store`]: all SQL, by table family; the database decides, memory only caches.
 //! - [`http`]: REST routes, health checks, and the WebSocket upgrade.
 //! - [`auth`]: login tokens and REST readers.
@@ -24,6 +25,7 @@
 
 pub mod app;
 pub mod auth;
+pub mod committer;
 pub mod config;
 pub mod domain;
 pub mod embedded_pg;

@@ -15,6 +15,7 @@ use tokio_util::task::TaskTracker;
 use serde_json::Value;
 use warp::ws::Message;
 
+use crate::committer::Committer;
 use crate::domain::ClientMessageId;
 use crate::domain::{NodeId, RoomId, RoomInfo, RoomMessage, UserInfo};
 use crate::hub::{ConnId, Hub, Outbox, RoomGuard, Subscriber};
@@ -22,7 +23,7 @@ use crate::limits::{Limited, RateLimits};
 use crate::protocol::{
     ErrorBody, ErrorCode, Event, HistoryCursor, OutgoingMessage, RoomConfig, SendConfig,
 };
-use crate::store::messages::{Appended, NewMessage, TimeRange};
+use crate::store::messages::{Appended, Pending, TimeRange};
 use crate::store::rooms::{JoinError, JoinLimits, Joined, NewRoom};
 use crate::store::{Store, StoreError};
 
@@ -140,7 +141,9 @@ pub struct Entered {
 #[derive(Debug)]
 pub struct Rooms {
     store: Store,
-    hub: Hub,
+    hub: Arc<Hub>,
+    /// Stores messages in shared transactions and fans them out.
+    committer: Committer,
     limits: MessageLimits,
     default_destroy_delay_secs: u32,
     /// This process, recorded on the memberships it creates.
@@ -172,9 +175,11 @@ impl Rooms {
         rates: Arc<RateLimits>,
         shutdown: CancellationToken,
     ) -> Self {
+        let hub = Arc::new(Hub::default());
         Self {
+            committer: Committer::start(store.clone(), hub.clone()),
             store,
-            hub: Hub::default(),
+            hub,
             limits: settings.limits,
             default_destroy_delay_secs: settings.default_destroy_delay_secs,
             reconnect_grace: settings.reconnect_grace,
@@ -452,36 +457,28 @@ impl Rooms {
         client_message_id: Option<&ClientMessageId>,
     ) -> Result<RoomMessage, RoomError> {
         self.check_size(message)?;
-        let mut room = self.hub.lock(room_id).await;
-        if !room.contains(caller.conn) {
-            return Err(RoomError::NotInRoom(room_id.clone()));
+        {
+            let room = self.hub.lock(room_id).await;
+            if !room.contains(caller.conn) {
+                return Err(RoomError::NotInRoom(room_id.clone()));
+            }
         }
         // Checked before storing: a refused message leaves no trace.
         self.rates
             .message(&caller.user.user_id)
             .map_err(RoomError::RateLimited)?;
-        let appended = self
-            .store
-            .append_message(NewMessage {
-                room_id,
-                sender: &caller.user.user_id,
-                kind: message.kind,
-                body: &message.message,
-                extended_data: &message.extended_data,
-                priority: config.priority,
-                client_message_id,
-            })
-            .await?;
-        match appended {
-            Appended::Stored(stored) => {
-                let event = Event::RoomMessageReceived {
-                    room_id,
-                    message_list: std::slice::from_ref(&stored),
-                };
-                room.broadcast(&Message::text(event.to_json()), Some(caller.conn));
-                Ok(stored)
-            }
-            Appended::Duplicate(original) => Ok(original),
+        let pending = Pending {
+            room_id: room_id.clone(),
+            sender: caller.user.user_id.clone(),
+            kind: message.kind,
+            body: message.message.clone(),
+            extended_data: message.extended_data.clone(),
+            priority: config.priority,
+            client_message_id: client_message_id.cloned(),
+        };
+        // Stored, then fanned out to the room, by the group committer.
+        match self.committer.submit(pending, caller.conn).await? {
+            Appended::Stored(stored) | Appended::Duplicate(stored) => Ok(stored),
         }
     }
 

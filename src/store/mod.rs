@@ -52,12 +52,6 @@ impl From<sqlx::Error> for StoreError {
     }
 }
 
-/// Whether an error is the unique violation of the named index or constraint.
-fn is_unique_violation(e: &sqlx::Error, constraint: &str) -> bool {
-    matches!(e, sqlx::Error::Database(db)
-        if db.is_unique_violation() && db.constraint() == Some(constraint))
-}
-
 /// Handle to the database, cheap to clone.
 #[derive(Clone, Debug)]
 pub struct Store {

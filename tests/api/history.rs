@@ -317,3 +317,51 @@ async fn history_reads_are_index_range_scans() {
     );
     app.stop().await;
 }
+
+#[tokio::test]
+async fn concurrent_resends_of_one_client_message_id_store_it_once() {
+    let app = spawn_app().await;
+    let mut first = app.client("twin").await;
+    let mut second = app.client("twin").await;
+    first
+        .ok(json!({"op": "createRoom", "roomInfo": {"roomID": "twins"}}))
+        .await;
+    second
+        .ok(json!({"op": "joinRoom", "roomID": "twins"}))
+        .await;
+    // Both connections fire the same ids at once, so they meet in one batch
+    // or in racing batches.
+    let mut ids = Vec::new();
+    for n in 0..50 {
+        let request = json!({"op": "sendRoomMessage", "roomID": "twins", "clientMessageID": format!("dup-{n}"),
+                             "message": {"type": "text", "message": format!("m{n}")}});
+        ids.push((
+            first.send(request.clone()).await,
+            second.send(request).await,
+        ));
+    }
+    for (a, b) in ids {
+        let a = first.reply(a).await;
+        let b = second.reply(b).await;
+        assert_eq!(a["ok"], true, "{a}");
+        assert_eq!(
+            a["message"], b["message"],
+            "both sends answer with the one stored message"
+        );
+    }
+    let mut db = app.db().await;
+    let rows: Vec<(i64, String)> =
+        sqlx::query("select seq, client_message_id from messages order by seq")
+            .fetch_all(&mut db)
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| (r.get(0), r.get(1)))
+            .collect();
+    assert_eq!(rows.len(), 50);
+    assert_eq!(
+        rows.iter().map(|(s, _)| *s).collect::<Vec<_>>(),
+        (1..=50).collect::<Vec<i64>>()
+    );
+    app.stop().await;
+}

@@ -1,0 +1,43 @@
+#!/usr/bin/env python3
+"""Plots fan-out latency percentiles against offered load for every target.
+
+Reads bench/results/fanout-*.json (written by bench/run-fanout.sh) and writes
+bench/results/fanout-latency.png.  Needs matplotlib (pip install matplotlib).
+"""
+import glob
+import json
+import os
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+here = os.path.dirname(os.path.abspath(__file__))
+runs = {}
+for path in glob.glob(os.path.join(here, "results", "fanout-*.json")):
+    with open(path) as f:
+        result = json.load(f)
+    offered = result["senders"] * result["rate_per_sender"] * (result["members"] - 1)
+    if offered == 0:  # flat out: plot at the load actually delivered
+        offered = result["deliveries_per_sec"]
+    runs.setdefault(result["target"], []).append((offered, result))
+
+fig, axes = plt.subplots(1, 2, figsize=(12, 4.5))
+for target, points in sorted(runs.items()):
+    points.sort(key=lambda p: p[0])
+    offered = [p[0] for p in points]
+    for axis, key in zip(axes, ["p50_ms", "p99_ms"]):
+        axis.plot(offered, [p[1]["latency"][key] for p in points], marker="o", label=target)
+for axis, title in zip(axes, ["p50 send→receive latency", "p99 send→receive latency"]):
+    axis.set_title(title)
+    axis.set_xlabel("offered deliveries per second")
+    axis.set_ylabel("ms")
+    axis.set_xscale("log")
+    axis.set_yscale("log")
+    axis.grid(True, which="both", alpha=0.3)
+    axis.legend()
+fig.tight_layout()
+out = os.path.join(here, "results", "fanout-latency.png")
+fig.savefig(out, dpi=110)
+print(f"wrote {out}")
