@@ -5,6 +5,7 @@
 #
 #   bench/run-fanout.sh            # ROOMS, MEMBERS, SENDERS, RATES, DURATION may be set
 set -euo pipefail
+ulimit -n "$(ulimit -Hn)"
 cd "$(dirname "$0")/.."
 ROOMS=${ROOMS:-10} MEMBERS=${MEMBERS:-100} SENDERS=${SENDERS:-10}
 RATES=${RATES:-"10 50 200 0"} DURATION=${DURATION:-10}

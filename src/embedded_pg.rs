@@ -80,7 +80,9 @@ fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> EmbeddedPgError
 #[derive(Debug)]
 pub struct EmbeddedPostgres {
     socket_dir: PathBuf,
-    /// The supervisor's pid; SIGINT makes it stop PostgreSQL in fast mode.
+    /// The supervisor's pid; SIGTERM makes it stop PostgreSQL in fast mode.
+    /// (Not SIGINT: a shell started with SIGINT ignored, as background jobs
+    /// of scripts are, cannot trap it.)
     supervisor: Pid,
     exited: Option<mpsc::Receiver<()>>,
 }
@@ -155,7 +157,7 @@ impl EmbeddedPostgres {
     /// Stops PostgreSQL (fast shutdown: sessions end, data is checkpointed)
     /// and waits for it to exit.
     pub async fn stop(mut self) {
-        let _ = kill(self.supervisor, Signal::SIGINT);
+        let _ = kill(self.supervisor, Signal::SIGTERM);
         if let Some(exited) = self.exited.take() {
             let waited =
                 tokio::task::spawn_blocking(move || exited.recv_timeout(STOP_TIMEOUT)).await;
@@ -172,7 +174,7 @@ impl EmbeddedPostgres {
 impl Drop for EmbeddedPostgres {
     fn drop(&mut self) {
         if self.exited.is_some() {
-            let _ = kill(self.supervisor, Signal::SIGINT);
+            let _ = kill(self.supervisor, Signal::SIGTERM);
         }
     }
 }
@@ -316,7 +318,7 @@ fn start_blocking(options: &EmbeddedOptions) -> Result<EmbeddedPostgres, Embedde
             .map(String::from),
         );
     }
-    // The supervisor: forwards SIGINT/SIGTERM to PostgreSQL as a fast
+    // The supervisor: forwards SIGTERM (or SIGINT) to PostgreSQL as a fast
     // shutdown, waits for it, and removes an ephemeral cluster afterwards.
     let script = r#"
         trap 'kill -INT "$pid" 2>/dev/null' INT TERM
@@ -365,7 +367,7 @@ fn start_blocking(options: &EmbeddedOptions) -> Result<EmbeddedPostgres, Embedde
     // would otherwise clear the parent-death signal.
     unsafe {
         cmd.pre_exec(|| {
-            nix::sys::prctl::set_pdeathsig(Signal::SIGINT).map_err(std::io::Error::from)
+            nix::sys::prctl::set_pdeathsig(Signal::SIGTERM).map_err(std::io::Error::from)
         });
     }
 

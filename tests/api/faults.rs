@@ -392,3 +392,73 @@ async fn a_database_outage_fails_fast_and_heals_without_losing_or_doubling_messa
     drop(roomd);
     pg.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_stops_roomd_and_its_embedded_postgres_within_ten_seconds() {
+    use std::os::unix::process::CommandExt;
+    let data = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let mut command = Command::new(env!("CARGO_BIN_EXE_roomd"));
+    command
+        .args(["--bind", &format!("127.0.0.1:{port}")])
+        .arg("--data-dir")
+        .arg(data.path())
+        .env_remove("DATABASE_URL")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    // Started the way a script's background job is: with SIGINT ignored,
+    // which its children inherit and shells cannot trap.
+    unsafe {
+        command.pre_exec(|| {
+            nix::sys::signal::signal(
+                nix::sys::signal::Signal::SIGINT,
+                nix::sys::signal::SigHandler::SigIgn,
+            )
+            .map(|_| ())
+            .map_err(std::io::Error::from)
+        });
+    }
+    let child = command.spawn().unwrap();
+    let mut roomd = Roomd { child, port };
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while reqwest::get(roomd.url("/readyz"))
+        .await
+        .map(|r| r.status() != 200)
+        .unwrap_or(true)
+    {
+        assert!(Instant::now() < deadline, "roomd did not come up");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let mut client = session(
+        port,
+        "stayer",
+        "stay",
+        Instant::now() + Duration::from_secs(10),
+    )
+    .await;
+    let pid = nix::unistd::Pid::from_raw(roomd.child.id() as i32);
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).unwrap();
+    let stopping = Instant::now();
+    while roomd.is_running() {
+        assert!(
+            stopping.elapsed() < Duration::from_secs(10),
+            "roomd still running 10 s after SIGTERM"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // The client got a proper close, and the private cluster is down.
+    let mut closed = false;
+    while let Ok(Some(frame)) = tokio::time::timeout(Duration::from_secs(5), client.next()).await {
+        if let Ok(Message::Close(frame)) = frame {
+            assert_eq!(frame.map(|f| u16::from(f.code)), Some(1001));
+            closed = true;
+            break;
+        }
+    }
+    assert!(closed, "no close frame");
+    assert!(
+        !data.path().join("pg/data/postmaster.pid").exists(),
+        "PostgreSQL left running"
+    );
+}
