@@ -109,6 +109,18 @@ enum Scenario {
         #[arg(long, default_value = "10", value_parser = seconds)]
         duration: Duration,
     },
+    /// A member that stops reading in a busy room: server memory over time.
+    Stuck {
+        #[arg(long, default_value = "127.0.0.1:8080")]
+        addr: SocketAddr,
+        /// Messages per second into the room.
+        #[arg(long, default_value_t = 500.0)]
+        rate: f64,
+        #[arg(long, default_value_t = 8000)]
+        body_bytes: usize,
+        #[arg(long, default_value = "10", value_parser = seconds)]
+        duration: Duration,
+    },
     /// REST history page latency over a room with N stored messages.
     History {
         #[arg(long, default_value = "127.0.0.1:8080")]
@@ -795,6 +807,63 @@ async fn churn(
     )
 }
 
+async fn stuck(
+    addr: SocketAddr,
+    rate: f64,
+    body_bytes: usize,
+    duration: Duration,
+    pid: Option<u32>,
+) -> anyhow::Result<Value> {
+    let run = Instant::now().elapsed().as_nanos() % 1_000_000;
+    let room = format!("stuck-{run}");
+    let sender = member(Target::Roomd, addr, 1, &format!("st{run}-sender"), &room).await?;
+    // Joined, then never read again: its socket buffers fill, then its queue.
+    let _stuck = member(Target::Roomd, addr, 1, &format!("st{run}-stuck"), &room).await?;
+    let (sink, mut stream) = sender.split();
+    let acks = Arc::new(AtomicU64::new(0));
+    let counted = acks.clone();
+    tokio::spawn(async move {
+        while let Some(Ok(frame)) = stream.next().await {
+            if frame.to_text().is_ok_and(|t| t.starts_with("{\"id\"")) {
+                counted.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    });
+    let tx = writer(sink, 4096);
+    let epoch = Instant::now();
+    let padding = "x".repeat(body_bytes);
+    let sending = tokio::spawn(async move {
+        let mut ticker = tokio::time::interval(Duration::from_secs_f64(1.0 / rate));
+        let mut counter = 0u64;
+        while epoch.elapsed() < duration {
+            ticker.tick().await;
+            let b = body(0, counter, now_us(epoch), &padding);
+            if tx
+                .send(message_frame(Target::Roomd, counter + 10, &room, &b))
+                .await
+                .is_err()
+            {
+                break;
+            }
+            counter += 1;
+        }
+        counter
+    });
+    let mut samples = Vec::new();
+    while epoch.elapsed() < duration {
+        samples.push(
+            json!({"t_s": epoch.elapsed().as_secs(), "acked": acks.load(Ordering::Relaxed),
+                            "server_rss_kib": server_usage(pid).map(|(_, rss)| rss)}),
+        );
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    let sent = sending.await?;
+    Ok(
+        json!({"scenario": "stuck", "rate": rate, "body_bytes": body_bytes, "sent": sent,
+              "acked": acks.load(Ordering::Relaxed), "samples": samples}),
+    )
+}
+
 async fn history(
     addr: SocketAddr,
     database_url: &str,
@@ -922,6 +991,12 @@ async fn main() -> anyhow::Result<()> {
             rooms,
             duration,
         } => churn(addr, clients, rooms, duration).await?,
+        Scenario::Stuck {
+            addr,
+            rate,
+            body_bytes,
+            duration,
+        } => stuck(addr, rate, body_bytes, duration, pid).await?,
         Scenario::History {
             addr,
             database_url,
