@@ -202,12 +202,47 @@ impl App {
             embedded,
         } = self;
         tracing::info!(%local_addr, "roomd listening");
-        let shutdown = state.shutdown.clone();
-        warp::serve(crate::http::routes(state.clone()))
-            .incoming(listener)
-            .graceful(async move { shutdown.cancelled().await })
-            .run()
-            .await;
+        // Our own accept loop (as warp's `Server` does it), so `/v1/ws` can be
+        // upgraded by roomd with its own buffer sizes; see `http::serve_request`.
+        let routes = warp::service(crate::http::routes(state.clone()));
+        let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+        loop {
+            let (tcp, peer) = tokio::select! {
+                accepted = listener.accept() => match accepted {
+                    Ok(accepted) => accepted,
+                    Err(e) => {
+                        // Out of file descriptors and the like: back off, keep serving.
+                        tracing::warn!(error = %e, "accept failed");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    }
+                },
+                () = state.shutdown.cancelled() => break,
+            };
+            let _ = tcp.set_nodelay(true);
+            let (state, routes) = (state.clone(), routes.clone());
+            let service = hyper::service::service_fn(move |req| {
+                crate::http::serve_request(req, peer, state.clone(), routes.clone())
+            });
+            let watcher = graceful.watcher();
+            tokio::spawn(async move {
+                let builder = hyper_util::server::conn::auto::Builder::new(
+                    hyper_util::rt::TokioExecutor::new(),
+                );
+                let connection = builder
+                    .serve_connection_with_upgrades(hyper_util::rt::TokioIo::new(tcp), service);
+                if let Err(e) = watcher.watch(connection).await {
+                    tracing::debug!(error = %e, "HTTP connection ended with an error");
+                }
+            });
+        }
+        drop(listener);
+        if tokio::time::timeout(SESSION_DRAIN, graceful.shutdown())
+            .await
+            .is_err()
+        {
+            tracing::warn!("some HTTP requests did not finish within {SESSION_DRAIN:?}");
+        }
         state.sessions.close();
         if tokio::time::timeout(SESSION_DRAIN, state.sessions.wait())
             .await

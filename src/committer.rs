@@ -17,7 +17,7 @@ use std::collections::BTreeSet;
 use std::sync::Arc;
 
 use tokio::sync::{Mutex, mpsc, oneshot};
-use warp::ws::Message;
+use tokio_tungstenite::tungstenite::Message;
 
 use crate::domain::{RoomId, RoomMessage};
 use crate::hub::{ConnId, Hub, RoomGuard};

@@ -10,8 +10,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, SecondsFormat, Utc};
+use hyper_util::rt::TokioIo;
 use serde_json::{Value, json};
-use warp::http::StatusCode;
+use tokio_tungstenite::tungstenite::{self, protocol::WebSocketConfig};
+use warp::http::{self, StatusCode};
 use warp::reply::{Reply, Response};
 use warp::{Filter, Rejection};
 
@@ -102,28 +104,6 @@ pub fn routes(
     let authorization = warp::header::optional::<String>("authorization");
     let raw_query = warp::query::raw().or(warp::any().map(String::new)).unify();
 
-    let ws = warp::path!("v1" / "ws")
-        .and(warp::ws())
-        .and(with_app.clone())
-        .and(warp::addr::remote())
-        .and(warp::header::optional::<String>("x-forwarded-for"))
-        .map(
-            |ws: warp::ws::Ws,
-             app: Arc<AppState>,
-             peer: Option<SocketAddr>,
-             forwarded: Option<String>| {
-                let ip = client_ip(&app, peer, forwarded.as_deref());
-                let limit = app.config.limits.max_frame_bytes;
-                ws.max_message_size(limit)
-                    .max_frame_size(limit)
-                    .on_upgrade(move |socket| {
-                        let sessions = app.sessions.clone();
-                        sessions.track_future(crate::session::serve(socket, app, ip))
-                    })
-                    .into_response()
-            },
-        );
-
     let healthz = warp::path!("healthz")
         .and(warp::get())
         .map(|| warp::reply::json(&json!({ "status": "ok" })).into_response());
@@ -195,8 +175,7 @@ pub fn routes(
             },
         );
 
-    ws.or(healthz)
-        .unify()
+    healthz
         .or(readyz)
         .unify()
         .or(metrics)
@@ -221,6 +200,99 @@ pub fn routes(
         })
         .unify()
 }
+
+/// The service for one accepted TCP connection: `/v1/ws` upgrades are
+/// handled here, everything else goes to the warp routes.
+///
+/// roomd upgrades WebSockets itself rather than through `warp::ws()` so it
+/// can size tungstenite's buffers: warp 0.4 leaves the read buffer at
+/// 128 KiB per connection, zeroed on every read.
+pub async fn serve_request<S>(
+    req: http::Request<hyper::body::Incoming>,
+    peer: SocketAddr,
+    app: Arc<AppState>,
+    mut routes: S,
+) -> Result<Response, Infallible>
+where
+    S: tower_service::Service<
+            http::Request<hyper::body::Incoming>,
+            Response = Response,
+            Error = Infallible,
+        >,
+{
+    if req.uri().path() == "/v1/ws" {
+        return Ok(upgrade(req, peer, app));
+    }
+    tower_service::Service::call(&mut routes, req).await
+}
+
+fn upgrade(
+    mut req: http::Request<hyper::body::Incoming>,
+    peer: SocketAddr,
+    app: Arc<AppState>,
+) -> Response {
+    let headers = req.headers();
+    let has = |name: &str, value: &str| {
+        headers
+            .get_all(name)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .any(|v| v.trim().eq_ignore_ascii_case(value))
+    };
+    let key = headers.get("sec-websocket-key").cloned();
+    let Some(key) = key.filter(|_| {
+        req.method() == http::Method::GET
+            && has("connection", "upgrade")
+            && has("upgrade", "websocket")
+            && has("sec-websocket-version", "13")
+    }) else {
+        return ApiError::BadRequest("/v1/ws expects a WebSocket upgrade (version 13)".into())
+            .into_response();
+    };
+    let forwarded = headers
+        .get("x-forwarded-for")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    let ip = client_ip(&app, Some(peer), forwarded.as_deref());
+    let accept = tungstenite::handshake::derive_accept_key(key.as_bytes());
+    let on_upgrade = hyper::upgrade::on(&mut req);
+    let limit = app.config.limits.max_frame_bytes;
+    let config = WebSocketConfig::default()
+        .read_buffer_size(READ_BUFFER)
+        .write_buffer_size(0)
+        .max_message_size(Some(limit))
+        .max_frame_size(Some(limit));
+    let sessions = app.sessions.clone();
+    sessions.spawn(async move {
+        match on_upgrade.await {
+            Ok(upgraded) => {
+                let socket = tokio_tungstenite::WebSocketStream::from_raw_socket(
+                    TokioIo::new(upgraded),
+                    tungstenite::protocol::Role::Server,
+                    Some(config),
+                )
+                .await;
+                crate::session::serve(socket, app, ip).await;
+            }
+            Err(e) => tracing::debug!(error = %e, "WebSocket upgrade failed"),
+        }
+    });
+    let mut response = Response::new(Default::default());
+    *response.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+    let headers = response.headers_mut();
+    headers.insert("upgrade", http::HeaderValue::from_static("websocket"));
+    headers.insert("connection", http::HeaderValue::from_static("upgrade"));
+    headers.insert(
+        "sec-websocket-accept",
+        http::HeaderValue::from_str(&accept).expect("base64 is a valid header value"),
+    );
+    response
+}
+
+/// Bytes tungstenite reads per call: small, because it is reserved (and
+/// zeroed) for every connection; frames larger than it are read in steps.
+const READ_BUFFER: usize = 4096;
 
 /// The client's address: the TCP peer, or the first X-Forwarded-For hop
 /// when roomd is told to trust its proxy.

@@ -12,8 +12,8 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 
 use tokio::sync::{OwnedMutexGuard, mpsc};
+use tokio_tungstenite::tungstenite::Message;
 use tokio_util::sync::CancellationToken;
-use warp::ws::Message;
 
 use crate::domain::{RoomId, UserId};
 
@@ -94,8 +94,7 @@ pub struct OutboxQueue {
 
 impl OutboxQueue {
     fn taken(&self, frame: Message) -> Message {
-        self.queued_bytes
-            .fetch_sub(frame.as_bytes().len(), Ordering::AcqRel);
+        self.queued_bytes.fetch_sub(frame.len(), Ordering::AcqRel);
         frame
     }
 
@@ -166,7 +165,7 @@ impl Outbox {
     /// when the connection is gone. Replies answer the connection's own
     /// requests, so waiting only slows that connection.
     pub async fn send(&self, frame: Message) -> bool {
-        let len = frame.as_bytes().len();
+        let len = frame.len();
         self.queued_bytes.fetch_add(len, Ordering::AcqRel);
         let sent = tokio::select! {
             sent = self.queue.send(frame) => sent.is_ok(),
@@ -186,7 +185,7 @@ impl Outbox {
     /// Queues an event without waiting; a full queue (in frames or bytes)
     /// closes the connection as a slow consumer.
     pub fn push(&self, frame: Message) {
-        let len = frame.as_bytes().len();
+        let len = frame.len();
         let queued = self.queued_bytes.fetch_add(len, Ordering::AcqRel);
         if queued + len > self.max_bytes && queued > 0 {
             self.queued_bytes.fetch_sub(len, Ordering::AcqRel);

@@ -13,7 +13,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use serde_json::Value;
-use warp::ws::Message;
+use tokio_tungstenite::tungstenite::Message;
 
 use crate::committer::Committer;
 use crate::domain::ClientMessageId;

@@ -13,9 +13,24 @@ use std::time::Duration;
 
 use futures_util::stream::{SplitSink, SplitStream};
 use futures_util::{SinkExt, StreamExt};
+use hyper::upgrade::Upgraded;
+use hyper_util::rt::TokioIo;
 use serde_json::json;
 use tokio::time::Instant;
-use warp::ws::{Message, WebSocket};
+use tokio_tungstenite::WebSocketStream;
+use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+use tokio_tungstenite::tungstenite::{self, Message};
+
+/// An upgraded connection, as roomd's own upgrade path hands it over.
+pub type WebSocket = WebSocketStream<TokioIo<Upgraded>>;
+
+/// A Close frame with roomd's code and reason.
+fn close_frame(code: u16, reason: &'static str) -> Message {
+    Message::Close(Some(CloseFrame {
+        code: code.into(),
+        reason: reason.into(),
+    }))
+}
 
 use crate::app::AppState;
 use crate::domain::RoomId;
@@ -31,8 +46,8 @@ pub async fn serve(socket: WebSocket, app: Arc<AppState>, ip: Option<IpAddr>) {
         tracing::warn!("refusing a connection: at the connection limit");
         let mut socket = socket;
         let _ = socket
-            .send(Message::close_with(
-                1013u16,
+            .send(close_frame(
+                1013,
                 "server at its connection limit, try again later",
             ))
             .await;
@@ -92,10 +107,8 @@ struct Session {
 }
 
 /// Whether a read error is tungstenite refusing an oversized frame or message.
-fn is_too_large(e: &warp::Error) -> bool {
-    std::error::Error::source(e)
-        .and_then(|s| s.downcast_ref::<tungstenite::Error>())
-        .is_some_and(|e| matches!(e, tungstenite::Error::Capacity(_)))
+fn is_too_large(e: &tungstenite::Error) -> bool {
+    matches!(e, tungstenite::Error::Capacity(_))
 }
 
 /// How long a closing connection's writer may take to flush and close.
@@ -114,7 +127,7 @@ async fn write_loop(
             biased;
             () = closer.closed() => break,
             _ = ping.tick() => {
-                if sink.send(Message::ping(Vec::new())).await.is_err() {
+                if sink.send(Message::Ping(Default::default())).await.is_err() {
                     closer.abort();
                     return;
                 }
@@ -144,9 +157,7 @@ async fn write_loop(
         }
     }
     if let Some(reason) = reason {
-        let _ = sink
-            .send(Message::close_with(reason.code, reason.reason))
-            .await;
+        let _ = sink.send(close_frame(reason.code, reason.reason)).await;
     } else {
         let _ = sink.flush().await;
     }
@@ -193,8 +204,8 @@ impl Session {
                 }
                 Some(Ok(message)) => {
                     idle.as_mut().reset(Instant::now() + idle_timeout);
-                    if let Ok(text) = message.to_str() {
-                        self.handle(text).await;
+                    if let Message::Text(text) = &message {
+                        self.handle(text.as_str()).await;
                     } else if message.is_binary() {
                         if self.refuse_if_limited(None).await {
                             continue;

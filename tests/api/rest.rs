@@ -12,6 +12,10 @@ async fn health_and_readiness() {
     let (status, body) = app.get("/no/such/path").await;
     assert_eq!(status, 404);
     assert!(body["error"]["code"].is_number());
+    // The WebSocket endpoint without an upgrade is a clear 400.
+    let (status, body) = app.get("/v1/ws").await;
+    assert_eq!(status, 400);
+    assert_eq!(body["error"]["code"], 1003);
     app.stop().await;
 }
 
