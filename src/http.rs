@@ -493,12 +493,8 @@ async fn room_members(
     if store.room_details(&room_id).await?.is_none() {
         return Err(ApiError::RoomNotFound(room_id));
     }
-    let (members, has_more) = store
+    let (members, next_flag) = store
         .member_page(&room_id, query.get("nextFlag"), count)
         .await?;
-    let next_flag = match (has_more, members.last()) {
-        (true, Some(last)) => last.user_id.to_string(),
-        _ => String::new(),
-    };
     Ok(json!({ "memberList": members, "nextFlag": next_flag }))
 }

@@ -384,15 +384,11 @@ impl Session {
                     .require_joined(&caller, &room_id)
                     .await
                     .map_err(room_error)?;
-                let (members, has_more) = rooms
+                let (members, next_flag) = rooms
                     .store()
                     .member_page(&room_id, next_flag.as_deref(), count)
                     .await
                     .map_err(|e| RoomError::Store(e).to_body())?;
-                let next_flag = match (has_more, members.last()) {
-                    (true, Some(last)) => last.user_id.to_string(),
-                    _ => String::new(),
-                };
                 protocol::ok_reply(id, &json!({ "memberList": members, "nextFlag": next_flag }))
             }
             Request::QueryRoomOnlineMemberCount { room_id } => {

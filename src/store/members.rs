@@ -56,13 +56,13 @@ impl Store {
     }
 
     /// One page of members ordered by user id, starting after `after`.
-    /// Returns the page and whether more follow.
+    /// Returns the page and the `nextFlag` that continues it (`""` at the end).
     pub async fn member_page(
         &self,
         room_id: &RoomId,
         after: Option<&str>,
         count: u32,
-    ) -> Result<(Vec<UserInfo>, bool), StoreError> {
+    ) -> Result<(Vec<UserInfo>, String), StoreError> {
         let rows = sqlx::query!(
             "select user_id, user_name from members
              where room_id = $1 and user_id > $2
@@ -75,7 +75,7 @@ impl Store {
         .fetch_all(&self.pool)
         .await?;
         let has_more = rows.len() > count as usize;
-        let members = rows
+        let members: Vec<UserInfo> = rows
             .into_iter()
             .take(count as usize)
             .filter_map(|r| {
@@ -85,7 +85,11 @@ impl Store {
                 })
             })
             .collect();
-        Ok((members, has_more))
+        let next_flag = match (has_more, members.last()) {
+            (true, Some(last)) => last.user_id.to_string(),
+            _ => String::new(),
+        };
+        Ok((members, next_flag))
     }
 
     pub async fn member_count(&self, room_id: &RoomId) -> Result<i64, StoreError> {
