@@ -21,6 +21,7 @@ use futures_util::{SinkExt, StreamExt};
 use hdrhistogram::Histogram;
 use serde_json::{Value, json};
 use tokio::net::{TcpSocket, TcpStream};
+use tokio::sync::Semaphore;
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::Message;
 
@@ -59,9 +60,13 @@ enum Scenario {
         members: usize,
         #[arg(long, default_value_t = 10)]
         senders: usize,
-        /// Messages per second per sender; 0 sends flat out.
+        /// Messages per second per sender; 0 sends flat out, with at most
+        /// --window messages in flight per sender (seen by the next member
+        /// of its room), so the comparison measures servers, not queues.
         #[arg(long, default_value_t = 10.0)]
         rate: f64,
+        #[arg(long, default_value_t = 64)]
+        window: usize,
         #[arg(long, default_value = "10", value_parser = seconds)]
         duration: Duration,
         /// Source addresses 127.0.0.1..=127.0.0.N, for more connections
@@ -300,6 +305,7 @@ async fn receive(
     epoch: Instant,
     delivered: Arc<AtomicU64>,
     stop: Arc<AtomicBool>,
+    windows: Vec<(usize, Arc<Semaphore>)>,
 ) -> Received {
     let mut r = Received {
         latency: histogram(),
@@ -343,6 +349,9 @@ async fn receive(
             }
             *expected = counter + 1;
             *r.per_sender.entry(sender).or_insert(0) += 1;
+            if let Some((_, window)) = windows.iter().find(|(s, _)| *s == sender) {
+                window.add_permits(1);
+            }
             delivered.fetch_add(1, Ordering::Relaxed);
         }
     }
@@ -397,13 +406,20 @@ async fn fanout(
     members: usize,
     senders: usize,
     rate: f64,
+    window: usize,
     duration: Duration,
     sources: u8,
     body_bytes: usize,
     pid: Option<u32>,
 ) -> anyhow::Result<Value> {
+    if members < 2 {
+        bail!("fanout needs at least 2 members per room");
+    }
     let epoch = Instant::now();
     let run = epoch.elapsed().as_nanos() % 1_000_000;
+    let windows: Vec<Arc<Semaphore>> = (0..senders)
+        .map(|_| Arc::new(Semaphore::new(window)))
+        .collect();
     let delivered = Arc::new(AtomicU64::new(0));
     let stop_receivers = Arc::new(AtomicBool::new(false));
     let mut receivers = Vec::new();
@@ -435,6 +451,8 @@ async fn fanout(
                         &stop_receivers,
                         &mut receivers,
                         &mut sender_sinks,
+                        &windows,
+                        members,
                     );
                 }
             }
@@ -454,6 +472,8 @@ async fn fanout(
             &stop_receivers,
             &mut receivers,
             &mut sender_sinks,
+            &windows,
+            members,
         );
     }
     eprintln!(
@@ -469,6 +489,7 @@ async fn fanout(
     let mut sending = Vec::new();
     for (sender, room, tx) in sender_sinks {
         let (stop, padding) = (stop_senders.clone(), padding.clone());
+        let window = windows[sender].clone();
         let room = format!("bench-{run}-{room}");
         sending.push(tokio::spawn(async move {
             let mut counter = 0u64;
@@ -478,8 +499,18 @@ async fn fanout(
                 t
             });
             while !stop.load(Ordering::Relaxed) {
-                if let Some(t) = &mut ticker {
-                    t.tick().await;
+                match &mut ticker {
+                    Some(t) => {
+                        t.tick().await;
+                    }
+                    // A lost message never frees its slot: give up waiting after a while.
+                    None => {
+                        if let Ok(Ok(permit)) =
+                            tokio::time::timeout(Duration::from_secs(1), window.acquire()).await
+                        {
+                            permit.forget();
+                        }
+                    }
                 }
                 let b = body(sender, counter, now_us(epoch), &padding);
                 if tx
@@ -490,9 +521,6 @@ async fn fanout(
                     break;
                 }
                 counter += 1;
-                if ticker.is_none() && counter.is_multiple_of(64) {
-                    tokio::task::yield_now().await;
-                }
             }
             (sender, counter)
         }));
@@ -536,7 +564,7 @@ async fn fanout(
     };
     Ok(json!({
         "scenario": "fanout", "target": format!("{target:?}").to_lowercase(),
-        "rooms": rooms, "members": members, "senders": senders, "rate_per_sender": rate,
+        "rooms": rooms, "members": members, "senders": senders, "rate_per_sender": rate, "window": window,
         "send_window_s": send_window.as_secs_f64(), "elapsed_s": elapsed.as_secs_f64(),
         "sent": own, "expected_deliveries": expected, "deliveries": got,
         "deliveries_per_sec": deliveries_per_sec,
@@ -560,7 +588,14 @@ fn attach(
     stop: &Arc<AtomicBool>,
     receivers: &mut Receivers,
     sender_sinks: &mut Vec<(usize, usize, tokio::sync::mpsc::Sender<Message>)>,
+    windows: &[Arc<Semaphore>],
+    members: usize,
 ) {
+    // This member frees window slots for the senders just before it.
+    let watched = (0..senders)
+        .filter(|s| s % rooms == room && (s / rooms + 1) % members == member)
+        .map(|s| (s, windows[s].clone()))
+        .collect();
     let (sink, stream) = ws.split();
     let tx = writer(sink, 4096);
     let sender = member * rooms + room;
@@ -576,6 +611,7 @@ fn attach(
             epoch,
             delivered.clone(),
             stop.clone(),
+            watched,
         )),
     ));
 }
@@ -963,12 +999,14 @@ async fn main() -> anyhow::Result<()> {
             members,
             senders,
             rate,
+            window,
             duration,
             sources,
             body_bytes,
         } => {
             fanout(
-                target, addr, rooms, members, senders, rate, duration, sources, body_bytes, pid,
+                target, addr, rooms, members, senders, rate, window, duration, sources, body_bytes,
+                pid,
             )
             .await?
         }
