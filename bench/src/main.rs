@@ -426,55 +426,37 @@ async fn fanout(
     let mut sender_sinks = Vec::new();
     let connect_started = Instant::now();
     // Connect everyone, a few hundred at a time.
+    let total = members * rooms;
     let mut pending = Vec::new();
-    for m in 0..members {
-        for r in 0..rooms {
-            let i = m * rooms + r;
-            let source = 1 + (i % sources.max(1) as usize) as u8;
-            let room = format!("bench-{run}-{r}");
-            let user = format!("u{run}-{r}-{m}");
-            pending.push(tokio::spawn(async move {
-                (r, m, member(target, addr, source, &user, &room).await)
-            }));
-            if pending.len() >= 256 {
-                for task in pending.drain(..) {
-                    let (r, m, ws) = task.await?;
-                    attach(
-                        target,
-                        r,
-                        m,
-                        ws?,
-                        senders,
-                        rooms,
-                        epoch,
-                        &delivered,
-                        &stop_receivers,
-                        &mut receivers,
-                        &mut sender_sinks,
-                        &windows,
-                        members,
-                    );
-                }
-            }
+    for i in 0..total {
+        let (m, r) = (i / rooms, i % rooms);
+        let source = 1 + (i % sources.max(1) as usize) as u8;
+        let room = format!("bench-{run}-{r}");
+        let user = format!("u{run}-{r}-{m}");
+        pending.push(tokio::spawn(async move {
+            (r, m, member(target, addr, source, &user, &room).await)
+        }));
+        if pending.len() < 256 && i + 1 < total {
+            continue;
         }
-    }
-    for task in pending.drain(..) {
-        let (r, m, ws) = task.await?;
-        attach(
-            target,
-            r,
-            m,
-            ws?,
-            senders,
-            rooms,
-            epoch,
-            &delivered,
-            &stop_receivers,
-            &mut receivers,
-            &mut sender_sinks,
-            &windows,
-            members,
-        );
+        for task in pending.drain(..) {
+            let (r, m, ws) = task.await?;
+            attach(
+                target,
+                r,
+                m,
+                ws?,
+                senders,
+                rooms,
+                epoch,
+                &delivered,
+                &stop_receivers,
+                &mut receivers,
+                &mut sender_sinks,
+                &windows,
+                members,
+            );
+        }
     }
     eprintln!(
         "{} connections in {:?}",
