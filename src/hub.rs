@@ -134,10 +134,6 @@ impl Closer {
     pub async fn closed(&self) {
         self.token.cancelled().await
     }
-
-    pub fn is_closed(&self) -> bool {
-        self.token.is_cancelled()
-    }
 }
 
 impl Outbox {
@@ -357,10 +353,5 @@ impl Hub {
                 };
             }
         }
-    }
-
-    /// Number of rooms with local connections (for metrics and tests).
-    pub fn local_room_count(&self) -> usize {
-        self.rooms.lock().expect("hub map poisoned").len()
     }
 }

@@ -163,10 +163,6 @@ impl Connections {
         *count += 1;
         Some(UserSlot(self.clone(), user.clone()))
     }
-
-    pub fn open_count(&self) -> u32 {
-        self.total.load(Ordering::Acquire)
-    }
 }
 
 impl Drop for ConnectionSlot {

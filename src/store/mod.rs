@@ -70,10 +70,6 @@ impl Store {
         Ok(Self { pool })
     }
 
-    pub fn pool(&self) -> &PgPool {
-        &self.pool
-    }
-
     /// `/readyz`: does the database answer right now?
     pub async fn ping(&self) -> Result<(), StoreError> {
         sqlx::query!("select 1 as one")
