@@ -168,7 +168,7 @@ pub fn routes(
         .and(warp::get())
         .and(raw_query)
         .and(authorization)
-        .and(with_app)
+        .and(with_app.clone())
         .and_then(
             |room: String, query: String, auth: Option<String>, app: Arc<AppState>| async move {
                 respond(room_members(&app, &room, &query, auth.as_deref()).await)
@@ -185,6 +185,8 @@ pub fn routes(
         .or(room)
         .unify()
         .or(members)
+        .unify()
+        .or(crate::web::routes(app))
         .unify()
         .recover(|rejection: Rejection| async move {
             let response = if rejection.is_not_found() {

@@ -22,6 +22,7 @@
 //! - [`metrics`]: counters exposed at `GET /metrics`.
 //! - [`embedded_pg`]: a private PostgreSQL when no database URL is given.
 //! - [`telemetry`]: logging setup.
+//! - [`web`]: the chat page and the JavaScript client, embedded in the binary.
 
 pub mod app;
 pub mod auth;
@@ -39,6 +40,7 @@ pub mod scheduler;
 pub mod session;
 pub mod store;
 pub mod telemetry;
+pub mod web;
 
 pub use app::{App, AppError};
 pub use config::Config;

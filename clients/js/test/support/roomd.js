@@ -1,0 +1,100 @@
+// Starts a real roomd for a test: the binary the Rust suite just built
+// (ROOMD_BIN) on the fresh database it made (ROOMD_TEST_DATABASE_URL).
+// Run by hand with those two variables set, e.g.
+//   ROOMD_BIN=../../target/debug/roomd \
+//   ROOMD_TEST_DATABASE_URL=postgres://postgres@127.0.0.1:5432/roomd_js \
+//   node --test test/client/
+import { spawn } from 'node:child_process';
+import { createServer } from 'node:net';
+import { randomUUID } from 'node:crypto';
+
+/** A free TCP port on 127.0.0.1, chosen by the kernel. */
+export async function freePort() {
+  return new Promise((resolve, reject) => {
+    const server = createServer();
+    server.unref();
+    server.on('error', reject);
+    server.listen(0, '127.0.0.1', () => {
+      const { port } = server.address();
+      server.close(() => resolve(port));
+    });
+  });
+}
+
+function required(name) {
+  const value = process.env[name];
+  if (!value) {
+    throw new Error(`${name} is not set: run these tests through \`cargo test\`, or set it by hand (see test/support/roomd.js)`);
+  }
+  return value;
+}
+
+/**
+ * Spawns roomd and waits until /healthz answers.
+ * @param {object} [options]
+ * @param {string[]} [options.args] extra command-line flags
+ * @param {string} [options.reconnectGrace] e.g. '10s' (default '10s')
+ * @param {string} [options.nodeId] defaults to a fresh id per server
+ * @param {number} [options.port] defaults to a free port
+ * @returns {Promise<{httpUrl: string, wsUrl: string, port: number, process: import('node:child_process').ChildProcess, stop: () => Promise<void>, kill: () => Promise<void>, logs: () => string}>}
+ */
+export async function startRoomd(options = {}) {
+  const bin = required('ROOMD_BIN');
+  const databaseUrl = required('ROOMD_TEST_DATABASE_URL');
+  const port = options.port ?? (await freePort());
+  const nodeId = options.nodeId ?? `js-${randomUUID().slice(0, 8)}`;
+  const args = [
+    '--bind', `127.0.0.1:${port}`,
+    '--database-url', databaseUrl,
+    '--node-id', nodeId,
+    '--reconnect-grace', options.reconnectGrace ?? '10s',
+    '--requests-per-second', '100000', '--requests-burst', '100000',
+    '--messages-per-second', '100000', '--messages-burst', '100000',
+    '--logins-per-second', '100000',
+    ...(options.args ?? []),
+  ];
+  const env = { ...process.env };
+  delete env.DATABASE_URL;
+  const child = spawn(bin, args, { env, stdio: ['ignore', 'ignore', 'pipe'] });
+  let stderr = '';
+  child.stderr.setEncoding('utf8');
+  child.stderr.on('data', (chunk) => {
+    stderr += chunk;
+    if (process.env.TEST_LOG) process.stderr.write(chunk);
+  });
+  const exited = new Promise((resolve) => child.once('exit', resolve));
+  const httpUrl = `http://127.0.0.1:${port}`;
+  const deadline = Date.now() + 30_000;
+  for (;;) {
+    if (child.exitCode !== null) {
+      throw new Error(`roomd exited with ${child.exitCode}:\n${stderr}`);
+    }
+    try {
+      const response = await fetch(`${httpUrl}/healthz`);
+      if (response.ok) break;
+    } catch {
+      // not listening yet
+    }
+    if (Date.now() > deadline) {
+      child.kill('SIGKILL');
+      throw new Error(`roomd did not come up within 30 s:\n${stderr}`);
+    }
+    await new Promise((resolve) => setTimeout(resolve, 50));
+  }
+  const signal = async (name) => {
+    if (child.exitCode === null && child.signalCode === null) child.kill(name);
+    await exited;
+  };
+  return {
+    httpUrl,
+    wsUrl: `ws://127.0.0.1:${port}/v1/ws`,
+    port,
+    nodeId,
+    process: child,
+    /** Graceful stop (SIGTERM): members get roomStateChanged and Close 1001. */
+    stop: () => signal('SIGTERM'),
+    /** Abrupt stop (SIGKILL). */
+    kill: () => signal('SIGKILL'),
+    logs: () => stderr,
+  };
+}

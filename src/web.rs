@@ -1,0 +1,102 @@
+//! The files roomd serves to browsers: the JavaScript client at
+//! `/sdk/roomd.js` (with its types) and the chat page at `/`.
+//!
+//! They are compiled into the binary with `include_str!`, so a release build
+//! is one file to ship and the page always matches the server it came from.
+
+use std::sync::Arc;
+
+use serde_json::json;
+use warp::http::header::{CACHE_CONTROL, CONTENT_TYPE, ETAG, IF_NONE_MATCH};
+use warp::http::{Response as HttpResponse, StatusCode};
+use warp::reply::Response;
+use warp::{Filter, Reply};
+
+use crate::app::AppState;
+
+/// One embedded file.
+struct Asset {
+    path: &'static str,
+    content_type: &'static str,
+    body: &'static str,
+}
+
+const ASSETS: &[Asset] = &[
+    Asset {
+        path: "",
+        content_type: "text/html; charset=utf-8",
+        body: include_str!("../web/index.html"),
+    },
+    Asset {
+        path: "chat.js",
+        content_type: "text/javascript; charset=utf-8",
+        body: include_str!("../web/chat.js"),
+    },
+    Asset {
+        path: "chat.css",
+        content_type: "text/css; charset=utf-8",
+        body: include_str!("../web/chat.css"),
+    },
+    Asset {
+        path: "sdk/roomd.js",
+        content_type: "text/javascript; charset=utf-8",
+        body: include_str!("../clients/js/roomd.js"),
+    },
+    Asset {
+        path: "sdk/roomd.d.ts",
+        content_type: "application/typescript; charset=utf-8",
+        body: include_str!("../clients/js/roomd.d.ts"),
+    },
+];
+
+/// The version tag browsers revalidate against: assets change only with
+/// the binary, so the crate version plus the body length is enough to
+/// tell builds apart in practice and costs nothing to compute.
+fn etag(asset: &Asset) -> String {
+    format!("\"{}-{}\"", env!("CARGO_PKG_VERSION"), asset.body.len())
+}
+
+fn serve(asset: &'static Asset, if_none_match: Option<String>) -> Response {
+    let tag = etag(asset);
+    let builder = HttpResponse::builder()
+        .header(CACHE_CONTROL, "no-cache")
+        .header(ETAG, &tag);
+    let response = if if_none_match.as_deref() == Some(tag.as_str()) {
+        builder
+            .status(StatusCode::NOT_MODIFIED)
+            .body(Default::default())
+    } else {
+        builder
+            .header(CONTENT_TYPE, asset.content_type)
+            .body(asset.body.into())
+    };
+    response.expect("static headers are valid")
+}
+
+/// `GET /`, `/chat.js`, `/chat.css`, `/sdk/roomd.js`, `/sdk/roomd.d.ts`, and
+/// `GET /v1/info`, which tells the page whether to ask for a token.
+pub fn routes(
+    app: Arc<AppState>,
+) -> impl Filter<Extract = (Response,), Error = warp::Rejection> + Clone {
+    let assets = warp::get()
+        .and(warp::path::full())
+        .and(warp::header::optional::<String>(IF_NONE_MATCH.as_str()))
+        .and_then(
+            |path: warp::path::FullPath, tag: Option<String>| async move {
+                let wanted = path.as_str().trim_start_matches('/');
+                match ASSETS.iter().find(|asset| asset.path == wanted) {
+                    Some(asset) => Ok::<_, warp::Rejection>(serve(asset, tag)),
+                    None => Err(warp::reject::not_found()),
+                }
+            },
+        );
+    let info = warp::path!("v1" / "info").and(warp::get()).map(move || {
+        warp::reply::json(&json!({
+            "server": "roomd",
+            "version": env!("CARGO_PKG_VERSION"),
+            "authRequired": !app.auth.is_open(),
+        }))
+        .into_response()
+    });
+    info.or(assets).unify()
+}
