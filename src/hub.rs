@@ -282,6 +282,20 @@ impl RoomState {
             }
         }
     }
+
+    /// Pushes `frame` to every local connection, except that the
+    /// connections listed in `instead` get their own frame (or nothing).
+    /// This is how one batch's messages reach a room: senders do not get
+    /// their own messages back, everyone else shares one frame.
+    pub fn broadcast_with(&mut self, frame: &Message, instead: &[(ConnId, Option<Message>)]) {
+        for (id, subscriber) in &mut self.subscribers {
+            match instead.iter().find(|(conn, _)| conn == id) {
+                None => subscriber.deliver(frame.clone()),
+                Some((_, Some(own))) => subscriber.deliver(own.clone()),
+                Some((_, None)) => {}
+            }
+        }
+    }
 }
 
 /// Exclusive access to one room's local state; see the module docs.

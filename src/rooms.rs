@@ -15,7 +15,7 @@ use tokio_util::task::TaskTracker;
 use serde_json::Value;
 use tokio_tungstenite::tungstenite::Message;
 
-use crate::committer::Committer;
+use crate::committer::{Committer, Outcome};
 use crate::domain::ClientMessageId;
 use crate::domain::{NodeId, RoomId, RoomInfo, RoomMessage, UserInfo};
 use crate::hub::{ConnId, Hub, Outbox, RoomGuard, Subscriber};
@@ -23,7 +23,7 @@ use crate::limits::{Limited, RateLimits};
 use crate::protocol::{
     ErrorBody, ErrorCode, Event, HistoryCursor, OutgoingMessage, RoomConfig, SendConfig,
 };
-use crate::store::messages::{Appended, Pending, TimeRange};
+use crate::store::messages::{Pending, TimeRange};
 use crate::store::rooms::{JoinError, JoinLimits, Joined, NewRoom};
 use crate::store::{Store, StoreError};
 
@@ -326,6 +326,7 @@ impl Rooms {
                     .collect();
                 let Some(last) = page.last() else { break };
                 after = last.seq;
+                let page: Vec<&RoomMessage> = page.iter().collect();
                 let event = Event::RoomMessageReceived {
                     room_id,
                     message_list: &page,
@@ -447,39 +448,34 @@ impl Rooms {
         Ok(())
     }
 
-    /// `sendRoomMessage`: store with the next seq, then fan out.
+    /// `sendRoomMessage` from a connection that has joined `room_id`:
+    /// checks the message and queues it for the group committer, which
+    /// stores it with the room's next seq and then fans it out. The returned
+    /// [`Outcome`] arrives after the commit; awaiting it is the caller's
+    /// choice, so one connection can have many sends in flight.
     pub async fn send(
         &self,
         caller: &Caller,
-        room_id: &RoomId,
-        message: &OutgoingMessage,
+        room_id: RoomId,
+        message: OutgoingMessage,
         config: &SendConfig,
-        client_message_id: Option<&ClientMessageId>,
-    ) -> Result<RoomMessage, RoomError> {
-        self.check_size(message)?;
-        {
-            let room = self.hub.lock(room_id).await;
-            if !room.contains(caller.conn) {
-                return Err(RoomError::NotInRoom(room_id.clone()));
-            }
-        }
+        client_message_id: Option<ClientMessageId>,
+    ) -> Result<Outcome, RoomError> {
+        self.check_size(&message)?;
         // Checked before storing: a refused message leaves no trace.
         self.rates
             .message(&caller.user.user_id)
             .map_err(RoomError::RateLimited)?;
         let pending = Pending {
-            room_id: room_id.clone(),
+            room_id,
             sender: caller.user.user_id.clone(),
             kind: message.kind,
-            body: message.message.clone(),
-            extended_data: message.extended_data.clone(),
+            body: message.message,
+            extended_data: message.extended_data,
             priority: config.priority,
-            client_message_id: client_message_id.cloned(),
+            client_message_id,
         };
-        // Stored, then fanned out to the room, by the group committer.
-        match self.committer.submit(pending, caller.conn).await? {
-            Appended::Stored(stored) | Appended::Duplicate(stored) => Ok(stored),
-        }
+        Ok(self.committer.enqueue(pending, caller.conn).await?)
     }
 
     fn check_size(&self, message: &OutgoingMessage) -> Result<(), RoomError> {
