@@ -21,10 +21,10 @@ use std::hash::{BuildHasher, RandomState};
 use std::sync::Arc;
 
 use tokio::sync::{mpsc, oneshot};
-use tokio_tungstenite::tungstenite::Message;
 
 use crate::domain::{RoomId, RoomMessage};
-use crate::hub::{ConnId, Hub, RoomGuard};
+use crate::hub::{ConnId, Frame, Hub, RoomGuard};
+use crate::metrics::Metrics;
 use crate::protocol::Event;
 use crate::store::messages::{Appended, Pending};
 use crate::store::{Store, StoreError};
@@ -53,14 +53,15 @@ pub struct Committer {
 }
 
 impl Committer {
-    pub fn start(store: Store, hub: Arc<Hub>) -> Self {
+    pub fn start(store: Store, hub: Arc<Hub>, metrics: Arc<Metrics>) -> Self {
         let shards = (0..COMMITTERS)
             .map(|_| {
                 let (queue, mut rx) = mpsc::channel::<Submission>(MAX_BATCH * 4);
-                let (store, hub) = (store.clone(), hub.clone());
+                let (store, hub, metrics) = (store.clone(), hub.clone(), metrics.clone());
                 tokio::spawn(async move {
                     let mut batch = Vec::with_capacity(MAX_BATCH);
                     while rx.recv_many(&mut batch, MAX_BATCH).await > 0 {
+                        metrics.commit_batch_messages.observe(batch.len() as f64);
                         commit(&store, &hub, std::mem::take(&mut batch)).await;
                     }
                 });
@@ -162,7 +163,7 @@ fn fan_out(room: &mut RoomGuard<'_>, stored: &[(ConnId, &RoomMessage)]) {
         return;
     };
     let frame = |list: &[&RoomMessage]| {
-        Message::text(
+        Frame::from(
             Event::RoomMessageReceived {
                 room_id,
                 message_list: list,
@@ -174,7 +175,7 @@ fn fan_out(room: &mut RoomGuard<'_>, stored: &[(ConnId, &RoomMessage)]) {
     let mut senders: Vec<ConnId> = stored.iter().map(|(from, _)| *from).collect();
     senders.sort_unstable();
     senders.dedup();
-    let instead: Vec<(ConnId, Option<Message>)> = senders
+    let instead: Vec<(ConnId, Option<Frame>)> = senders
         .into_iter()
         .map(|sender| {
             let others: Vec<&RoomMessage> = stored

@@ -13,13 +13,13 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use serde_json::Value;
-use tokio_tungstenite::tungstenite::Message;
 
 use crate::committer::{Committer, Outcome};
 use crate::domain::ClientMessageId;
 use crate::domain::{NodeId, RoomId, RoomInfo, RoomMessage, UserInfo};
-use crate::hub::{ConnId, Hub, Outbox, RoomGuard, Subscriber};
+use crate::hub::{ConnId, Frame, Hub, Outbox, RoomGuard, Subscriber};
 use crate::limits::{Limited, RateLimits};
+use crate::metrics::Metrics;
 use crate::protocol::{
     ErrorBody, ErrorCode, Event, HistoryCursor, OutgoingMessage, RoomConfig, SendConfig,
 };
@@ -173,11 +173,12 @@ impl Rooms {
         store: Store,
         settings: RoomSettings,
         rates: Arc<RateLimits>,
+        metrics: Arc<Metrics>,
         shutdown: CancellationToken,
     ) -> Self {
         let hub = Arc::new(Hub::default());
         Self {
-            committer: Committer::start(store.clone(), hub.clone()),
+            committer: Committer::start(store.clone(), hub.clone(), metrics),
             store,
             hub,
             limits: settings.limits,
@@ -284,7 +285,7 @@ impl Rooms {
                 room_id,
                 member_list: std::slice::from_ref(&caller.user),
             };
-            room.broadcast(&Message::text(event.to_json()), Some(caller.conn));
+            room.broadcast(&Frame::from(event.to_json()), Some(caller.conn));
         }
         room.subscribe(
             caller.conn,
@@ -331,7 +332,7 @@ impl Rooms {
                     room_id,
                     message_list: &page,
                 };
-                if !caller.outbox.send(Message::text(event.to_json())).await {
+                if !caller.outbox.send(Frame::from(event.to_json())).await {
                     break;
                 }
             }
@@ -541,7 +542,7 @@ fn announce_left(room: &mut RoomGuard<'_>, user: &UserInfo, room_id: &RoomId) {
         room_id,
         member_list: std::slice::from_ref(user),
     };
-    room.broadcast(&Message::text(event.to_json()), None);
+    room.broadcast(&Frame::from(event.to_json()), None);
 }
 
 fn entered(room_id: &RoomId, joined: Joined, since_seq: Option<i64>) -> Entered {

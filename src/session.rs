@@ -39,7 +39,7 @@ fn close_frame(code: u16, reason: &'static str) -> Message {
 use crate::app::AppState;
 use crate::committer;
 use crate::domain::{ClientMessageId, RoomId};
-use crate::hub::{CloseReason, Closer, Outbox, OutboxQueue, next_conn_id};
+use crate::hub::{CloseReason, Closer, Frame, Outbox, OutboxQueue, next_conn_id};
 use crate::limits::{ConnectionRates, ConnectionSlot, Limited, UserSlot};
 use crate::protocol::{self, ErrorBody, ErrorCode, OutgoingMessage, Request, SendConfig};
 use crate::rooms::{Caller, RoomError};
@@ -82,9 +82,19 @@ pub async fn serve(socket: WebSocket, app: Arc<AppState>, ip: Option<IpAddr>) {
         _slot: slot,
         user_slot: None,
     };
-    tracing::debug!(conn = session.conn, "connection opened");
-    session.read_loop(stream).await;
-    session.leave_everything().await;
+    let conn = session.conn;
+    tracing::debug!(conn, "connection opened");
+    let mut stream = stream;
+    session.read_loop(&mut stream).await;
+    // Boxed, like request handling: a connection's task is sized for its
+    // largest await, and idle connections should not carry the space of
+    // the database work they do only when they end.
+    Box::pin(session.leave_everything()).await;
+    // The connection no longer counts against its user's or the server's limits.
+    drop(session);
+    if closer.reason().is_some() {
+        drain_until_close(&mut stream).await;
+    }
     closer.abort();
     // A writer stuck on a client that stopped reading never finishes on its
     // own; dropping it closes the socket.
@@ -92,7 +102,23 @@ pub async fn serve(socket: WebSocket, app: Arc<AppState>, ip: Option<IpAddr>) {
     if tokio::time::timeout(WRITER_DRAIN, writer).await.is_err() {
         writer_abort.abort();
     }
-    tracing::debug!(conn = session.conn, reason = ?closer.reason(), "connection closed");
+    tracing::debug!(conn, reason = ?closer.reason(), "connection closed");
+}
+
+/// While the server closes a connection, reads (and drops) what the client
+/// still sends, until its Close reply, a pause, or [`WRITER_DRAIN`]. Closing
+/// a socket with unread bytes makes the kernel reset it, and the client
+/// could lose the Close frame that says why it was closed.
+async fn drain_until_close(stream: &mut SplitStream<WebSocket>) {
+    const PAUSE: Duration = Duration::from_millis(100);
+    let drain = async {
+        while let Ok(Some(Ok(frame))) = tokio::time::timeout(PAUSE, stream.next()).await {
+            if frame.is_close() {
+                break;
+            }
+        }
+    };
+    let _ = tokio::time::timeout(WRITER_DRAIN, drain).await;
 }
 
 struct Session {
@@ -152,9 +178,9 @@ async fn write_loop(
             frame = queue.recv() => {
                 let Some(frame) = frame else { break };
                 // Batch whatever is already queued into one flush.
-                let mut ok = sink.feed(frame).await.is_ok();
+                let mut ok = sink.feed(Message::Text(frame)).await.is_ok();
                 while ok && let Some(frame) = queue.try_recv() {
-                    ok = sink.feed(frame).await.is_ok();
+                    ok = sink.feed(Message::Text(frame)).await.is_ok();
                 }
                 if !ok || sink.flush().await.is_err() {
                     closer.abort();
@@ -168,7 +194,7 @@ async fn write_loop(
     // the client is being dropped for not reading them.
     if reason != Some(CloseReason::SLOW_CONSUMER) {
         while let Some(frame) = queue.try_recv() {
-            if sink.feed(frame).await.is_err() {
+            if sink.feed(Message::Text(frame)).await.is_err() {
                 return;
             }
         }
@@ -182,7 +208,7 @@ async fn write_loop(
 }
 
 impl Session {
-    async fn read_loop(&mut self, stream: SplitStream<WebSocket>) {
+    async fn read_loop(&mut self, stream: &mut SplitStream<WebSocket>) {
         let mut in_flight = InFlight::new();
         let shutting_down = self.read_frames(stream, &mut in_flight).await;
         // Sends already queued are stored whatever happens to the
@@ -206,7 +232,7 @@ impl Session {
     /// it ends because the server is shutting down.
     async fn read_frames(
         &mut self,
-        mut stream: SplitStream<WebSocket>,
+        stream: &mut SplitStream<WebSocket>,
         in_flight: &mut InFlight,
     ) -> bool {
         let login_deadline =
@@ -248,7 +274,10 @@ impl Session {
                 Some(Ok(message)) => {
                     idle.as_mut().reset(Instant::now() + idle_timeout);
                     if let Message::Text(text) = &message {
-                        self.handle(text.as_str(), in_flight).await;
+                        // Boxed: handling a request (database round trips
+                        // included) takes a large future, and an idle
+                        // connection should not carry its space.
+                        Box::pin(self.handle(text.as_str(), in_flight)).await;
                     } else if message.is_binary() {
                         self.settle(in_flight).await;
                         if let Err(limited) = self.rates.request() {
@@ -270,7 +299,7 @@ impl Session {
     }
 
     async fn reply(&self, frame: String) {
-        self.outbox.send(Message::text(frame)).await;
+        self.outbox.send(Frame::from(frame)).await;
     }
 
     /// Replies `1006` to a request over the connection's rate (and closes
@@ -412,7 +441,7 @@ impl Session {
                     .await
                     .map_err(room_error)?;
                 self.joined.insert(room_info.room_id);
-                let reply = json!({ "roomInfo": entered.room_info });
+                let reply = json!({ "roomInfo": entered.room_info, "lastSeq": entered.last_seq });
                 return self.finish_entry(id, reply, entered, &caller).await;
             }
             Request::JoinRoom { room_id, since_seq } => {
@@ -467,7 +496,10 @@ impl Session {
                     .history(&caller, &room_id, cursor, count)
                     .await
                     .map_err(room_error)?;
-                protocol::ok_reply(id, &json!({ "messageList": messages, "hasMore": has_more }))
+                protocol::ok_reply(
+                    id,
+                    &json!({ "roomID": room_id, "messageList": messages, "hasMore": has_more }),
+                )
             }
             Request::QueryRoomMemberList {
                 room_id,
@@ -483,7 +515,10 @@ impl Session {
                     .member_page(&room_id, next_flag.as_deref(), count)
                     .await
                     .map_err(|e| RoomError::Store(e).to_body())?;
-                protocol::ok_reply(id, &json!({ "memberList": members, "nextFlag": next_flag }))
+                protocol::ok_reply(
+                    id,
+                    &json!({ "roomID": room_id, "memberList": members, "nextFlag": next_flag }),
+                )
             }
             Request::QueryRoomOnlineMemberCount { room_id } => {
                 rooms
@@ -512,7 +547,7 @@ impl Session {
                 "state": "disconnected",
                 "reason": "serverShutdown",
             });
-            self.outbox.push(Message::text(event.to_string()));
+            self.outbox.push(Frame::from(event.to_string()));
         }
     }
 

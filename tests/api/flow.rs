@@ -425,3 +425,36 @@ async fn member_list_pages_with_next_flag() {
     assert_eq!(seen, expected);
     app.stop().await;
 }
+
+#[tokio::test]
+async fn create_room_tells_where_the_stream_stands_and_queries_name_their_room() {
+    let app = spawn_app().await;
+    let mut alice = app.client("alice").await;
+    let created = alice
+        .ok(json!({"op": "createRoom", "roomInfo": {"roomID": "again"}}))
+        .await;
+    assert_eq!(created["lastSeq"], 0, "{created}");
+    say(&mut alice, "again", "one").await;
+    say(&mut alice, "again", "two").await;
+    let history = alice
+        .ok(json!({"op": "queryHistoryMessage", "roomID": "again"}))
+        .await;
+    assert_eq!(history["roomID"], "again", "{history}");
+    let members = alice
+        .ok(json!({"op": "queryRoomMemberList", "roomID": "again"}))
+        .await;
+    assert_eq!(members["roomID"], "again", "{members}");
+
+    // Destroyed and created again: the seq stream continues, and the
+    // creator learns where it stands (to resume with sinceSeq later).
+    alice
+        .ok(json!({"op": "leaveRoom", "roomID": "again"}))
+        .await;
+    app.wait_until_gone("again", std::time::Duration::from_secs(10))
+        .await;
+    let created = alice
+        .ok(json!({"op": "createRoom", "roomInfo": {"roomID": "again"}}))
+        .await;
+    assert_eq!(created["lastSeq"], 2, "{created}");
+    app.stop().await;
+}
