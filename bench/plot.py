@@ -1,12 +1,14 @@
 #!/usr/bin/env python3
 """Plots fan-out latency percentiles against offered load for every target.
 
-Reads bench/results/fanout-*.json (written by bench/run-fanout.sh) and writes
-bench/results/fanout-latency.png.  Needs matplotlib (pip install matplotlib).
+Reads bench/results/PREFIX-*.json (written by bench/run-fanout.sh; PREFIX is
+the first argument, default "fanout") and writes
+bench/results/PREFIX-latency.png.  Needs matplotlib (pip install matplotlib).
 """
 import glob
 import json
 import os
+import sys
 
 import matplotlib
 
@@ -14,8 +16,9 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 here = os.path.dirname(os.path.abspath(__file__))
+prefix = sys.argv[1] if len(sys.argv) > 1 else "fanout"
 runs = {}
-for path in glob.glob(os.path.join(here, "results", "fanout-*.json")):
+for path in glob.glob(os.path.join(here, "results", f"{prefix}-*.json")):
     with open(path) as f:
         result = json.load(f)
     offered = result["senders"] * result["rate_per_sender"] * (result["members"] - 1)
@@ -38,6 +41,6 @@ for axis, title in zip(axes, ["p50 send→receive latency", "p99 send→receive 
     axis.grid(True, which="both", alpha=0.3)
     axis.legend()
 fig.tight_layout()
-out = os.path.join(here, "results", "fanout-latency.png")
+out = os.path.join(here, "results", f"{prefix}-latency.png")
 fig.savefig(out, dpi=110)
 print(f"wrote {out}")

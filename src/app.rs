@@ -116,6 +116,7 @@ impl App {
         let store = Store::connect(options).await?;
         let shutdown = CancellationToken::new();
         let rates = Arc::new(RateLimits::new(&config.limits));
+        let metrics = Arc::new(Metrics::default());
         let rooms = Rooms::new(
             store,
             RoomSettings {
@@ -130,6 +131,7 @@ impl App {
                 },
             },
             rates.clone(),
+            metrics.clone(),
             shutdown.clone(),
         );
         let auth = Authenticator::new(
@@ -138,7 +140,6 @@ impl App {
         );
         let rooms = Arc::new(rooms);
         rooms.expire_previous_run().await?;
-        let metrics = Arc::new(Metrics::default());
         let retention = config.history_retention.map(|window| Retention {
             window,
             schedule: config.retention_schedule.clone(),

@@ -1,70 +1,88 @@
 //! Group commit: concurrent sends, to one room or many, share a transaction.
 //!
-//! Senders submit a message and wait for its outcome. A few committer tasks
-//! each take whatever is queued (up to [`MAX_BATCH`]), lock the batch's rooms
-//! in the hub (in room order, so committers never deadlock), store the batch
-//! in one transaction that hands each room a contiguous seq range, and after
-//! the commit fan out every message in seq order and answer the senders.
-//! Holding the rooms across commit and fan-out is what keeps joins exact: a
-//! join sees either a message's seq in its `lastSeq` (and catches it up) or
-//! the message's event (held for it), never both and never neither.
+//! Senders submit a message and get a receiver for its outcome. Rooms are
+//! spread over a few committer tasks by a hash of the room id; each task
+//! takes whatever is queued for its rooms (up to [`MAX_BATCH`]), locks the
+//! batch's rooms in the hub (in room order, so committers never deadlock
+//! with each other or with joins), stores the batch in one transaction that
+//! hands each room a contiguous seq range, and after the commit fans out one
+//! event per room with all of that room's new messages, then answers the
+//! senders.
 //!
-//! Several committers run at once, so a slow transaction for some rooms does
-//! not stop unrelated rooms; batches for the same room are ordered by the
-//! room's hub lock.
+//! One task per room keeps a connection's messages to a room in the order
+//! it sent them, even with many in flight. Holding the rooms across commit
+//! and fan-out keeps joins exact: a join sees either a message's seq in its
+//! `lastSeq` (and catches it up) or the message's event (held for it), never
+//! both and never neither. Several tasks run at once, so a slow transaction
+//! for some rooms does not stop unrelated rooms.
 
 use std::collections::BTreeSet;
+use std::hash::{BuildHasher, RandomState};
 use std::sync::Arc;
 
-use tokio::sync::{Mutex, mpsc, oneshot};
-use tokio_tungstenite::tungstenite::Message;
+use tokio::sync::{mpsc, oneshot};
 
 use crate::domain::{RoomId, RoomMessage};
-use crate::hub::{ConnId, Hub, RoomGuard};
+use crate::hub::{ConnId, Frame, Hub, RoomGuard};
+use crate::metrics::Metrics;
 use crate::protocol::Event;
 use crate::store::messages::{Appended, Pending};
 use crate::store::{Store, StoreError};
 
 /// Messages stored per transaction at most.
 pub const MAX_BATCH: usize = 256;
-/// Transactions in flight at once.
+/// Committer tasks, each owning a share of the rooms.
 pub const COMMITTERS: usize = 4;
 
 /// One message waiting to be stored.
-pub struct Submission {
-    pub message: Pending,
+struct Submission {
+    message: Pending,
     /// The sending connection, which gets the reply instead of the event.
-    pub from: ConnId,
-    pub done: oneshot::Sender<Result<Appended, StoreError>>,
+    from: ConnId,
+    done: oneshot::Sender<Result<Appended, StoreError>>,
 }
+
+/// The outcome of one submitted message, once its batch is committed.
+pub type Outcome = oneshot::Receiver<Result<Appended, StoreError>>;
 
 /// Handle to the committer tasks; dropping every handle stops them.
 #[derive(Debug, Clone)]
 pub struct Committer {
-    queue: mpsc::Sender<Submission>,
+    shards: Arc<[mpsc::Sender<Submission>]>,
+    hasher: RandomState,
 }
 
 impl Committer {
-    pub fn start(store: Store, hub: Arc<Hub>) -> Self {
-        let (queue, rx) = mpsc::channel::<Submission>(MAX_BATCH * COMMITTERS * 4);
-        let rx = Arc::new(Mutex::new(rx));
-        for _ in 0..COMMITTERS {
-            let (store, hub, rx) = (store.clone(), hub.clone(), rx.clone());
-            tokio::spawn(async move {
-                while let Some(batch) = next_batch(&rx).await {
-                    commit(&store, &hub, batch).await;
-                }
-            });
+    pub fn start(store: Store, hub: Arc<Hub>, metrics: Arc<Metrics>) -> Self {
+        let shards = (0..COMMITTERS)
+            .map(|_| {
+                let (queue, mut rx) = mpsc::channel::<Submission>(MAX_BATCH * 4);
+                let (store, hub, metrics) = (store.clone(), hub.clone(), metrics.clone());
+                tokio::spawn(async move {
+                    let mut batch = Vec::with_capacity(MAX_BATCH);
+                    while rx.recv_many(&mut batch, MAX_BATCH).await > 0 {
+                        metrics.commit_batch_messages.observe(batch.len() as f64);
+                        commit(&store, &hub, std::mem::take(&mut batch)).await;
+                    }
+                });
+                queue
+            })
+            .collect();
+        Self {
+            shards,
+            hasher: RandomState::new(),
         }
-        Self { queue }
     }
 
-    /// Stores one message (after commit, fanned out to the room) and
-    /// returns the stored message, or the original for a resent
-    /// `clientMessageID`.
-    pub async fn submit(&self, message: Pending, from: ConnId) -> Result<Appended, StoreError> {
+    /// Queues one message for storing (after commit it is fanned out to
+    /// the room) and returns where its outcome will arrive: the stored
+    /// message, or the original for a resent `clientMessageID`. Waits only
+    /// when the room's committer is backed up. Messages queued by one task
+    /// for one room are stored in the order they were queued.
+    pub async fn enqueue(&self, message: Pending, from: ConnId) -> Result<Outcome, StoreError> {
+        let shard = self.hasher.hash_one(&message.room_id) as usize % self.shards.len();
         let (done, outcome) = oneshot::channel();
-        self.queue
+        self.shards[shard]
             .send(Submission {
                 message,
                 from,
@@ -72,24 +90,13 @@ impl Committer {
             })
             .await
             .map_err(|_| StoreError::Unavailable(sqlx::Error::PoolClosed))?;
-        outcome
-            .await
-            .unwrap_or(Err(StoreError::Unavailable(sqlx::Error::PoolClosed)))
+        Ok(outcome)
     }
 }
 
-/// Waits for one submission, then takes what else is already queued.
-async fn next_batch(rx: &Mutex<mpsc::Receiver<Submission>>) -> Option<Vec<Submission>> {
-    let mut rx = rx.lock().await;
-    let first = rx.recv().await?;
-    let mut batch = vec![first];
-    while batch.len() < MAX_BATCH {
-        match rx.try_recv() {
-            Ok(next) => batch.push(next),
-            Err(_) => break,
-        }
-    }
-    Some(batch)
+/// What a sender learns when its batch fails or its committer is gone.
+pub fn closed() -> StoreError {
+    StoreError::Unavailable(sqlx::Error::PoolClosed)
 }
 
 async fn commit(store: &Store, hub: &Hub, batch: Vec<Submission>) {
@@ -98,7 +105,10 @@ async fn commit(store: &Store, hub: &Hub, batch: Vec<Submission>) {
     for room in &rooms {
         guards.push(hub.lock(room).await);
     }
-    let messages: Vec<Pending> = batch.iter().map(|s| s.message.clone()).collect();
+    let (messages, waiting): (Vec<Pending>, Vec<_>) = batch
+        .into_iter()
+        .map(|s| (s.message, (s.from, s.done)))
+        .unzip();
     let outcome = match store.append_batch(&messages).await {
         // Another roomd on the same database raced a clientMessageID into
         // this batch: store one by one, which resolves each duplicate.
@@ -120,34 +130,63 @@ async fn commit(store: &Store, hub: &Hub, batch: Vec<Submission>) {
     let outcomes: Vec<Result<Appended, StoreError>> = match outcome {
         Ok(outcomes) => outcomes,
         Err(e) => {
-            tracing::warn!(error = %e, messages = batch.len(), "storing a batch failed");
+            tracing::warn!(error = %e, messages = waiting.len(), "storing a batch failed");
             let text = e.to_string();
-            batch.iter().map(|_| Err(clone_error(&e, &text))).collect()
+            waiting
+                .iter()
+                .map(|_| Err(clone_error(&e, &text)))
+                .collect()
         }
     };
-    // Fan out after the commit, in seq order (the batch is in seq order
-    // within each room), each message serialized once.
-    for (submission, outcome) in batch.iter().zip(&outcomes) {
-        if let Ok(Appended::Stored(stored)) = outcome {
-            let guard = guards
-                .iter_mut()
-                .find(|g| g.room_id() == &stored.room_id)
-                .expect("every batch room is locked");
-            fan_out(guard, stored, submission.from);
-        }
+    for guard in &mut guards {
+        let stored: Vec<(ConnId, &RoomMessage)> = waiting
+            .iter()
+            .zip(&outcomes)
+            .filter_map(|((from, _), outcome)| match outcome {
+                Ok(Appended::Stored(m)) if &m.room_id == guard.room_id() => Some((*from, m)),
+                _ => None,
+            })
+            .collect();
+        fan_out(guard, &stored);
     }
     drop(guards);
-    for (submission, outcome) in batch.into_iter().zip(outcomes) {
-        let _ = submission.done.send(outcome);
+    for ((_, done), outcome) in waiting.into_iter().zip(outcomes) {
+        let _ = done.send(outcome);
     }
 }
 
-fn fan_out(room: &mut RoomGuard<'_>, stored: &RoomMessage, from: ConnId) {
-    let event = Event::RoomMessageReceived {
-        room_id: &stored.room_id,
-        message_list: std::slice::from_ref(stored),
+/// Sends a room the messages one batch stored for it (in seq order, as the
+/// store assigned them in batch order), as one event serialized once. A
+/// sender gets the others' messages of the batch but not its own.
+fn fan_out(room: &mut RoomGuard<'_>, stored: &[(ConnId, &RoomMessage)]) {
+    let Some(room_id) = stored.first().map(|(_, m)| &m.room_id) else {
+        return;
     };
-    room.broadcast(&Message::text(event.to_json()), Some(from));
+    let frame = |list: &[&RoomMessage]| {
+        Frame::from(
+            Event::RoomMessageReceived {
+                room_id,
+                message_list: list,
+            }
+            .to_json(),
+        )
+    };
+    let all: Vec<&RoomMessage> = stored.iter().map(|(_, m)| *m).collect();
+    let mut senders: Vec<ConnId> = stored.iter().map(|(from, _)| *from).collect();
+    senders.sort_unstable();
+    senders.dedup();
+    let instead: Vec<(ConnId, Option<Frame>)> = senders
+        .into_iter()
+        .map(|sender| {
+            let others: Vec<&RoomMessage> = stored
+                .iter()
+                .filter(|(from, _)| *from != sender)
+                .map(|(_, m)| *m)
+                .collect();
+            (sender, (!others.is_empty()).then(|| frame(&others)))
+        })
+        .collect();
+    room.broadcast_with(&frame(&all), &instead);
 }
 
 /// Errors are not `Clone` (they wrap `sqlx::Error`); every sender of a

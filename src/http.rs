@@ -275,7 +275,11 @@ fn upgrade(
                     Some(config),
                 )
                 .await;
-                crate::session::serve(socket, app, ip).await;
+                // A task of its own, sized for the session alone: this
+                // upgrade task (and its larger future) ends here.
+                app.sessions
+                    .clone()
+                    .spawn(crate::session::serve(socket, app, ip));
             }
             Err(e) => tracing::debug!(error = %e, "WebSocket upgrade failed"),
         }
@@ -292,9 +296,10 @@ fn upgrade(
     response
 }
 
-/// Bytes tungstenite reads per call: small, because it is reserved (and
-/// zeroed) for every connection; frames larger than it are read in steps.
-const READ_BUFFER: usize = 4096;
+/// Bytes tungstenite reads per call: small, because it is reserved for
+/// every connection, idle or not (4 KiB of the ~10 KiB an idle connection
+/// costs at 4096); most chat frames fit, larger ones are read in steps.
+const READ_BUFFER: usize = 1024;
 
 /// The client's address: the TCP peer, or the first X-Forwarded-For hop
 /// when roomd is told to trust its proxy.

@@ -12,10 +12,15 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 
 use tokio::sync::{OwnedMutexGuard, mpsc};
-use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::Utf8Bytes;
 use tokio_util::sync::CancellationToken;
 
 use crate::domain::{RoomId, UserId};
+
+/// One serialized text frame (a reply or an event). Cloning it shares the
+/// bytes, so an event is serialized once for all its recipients; queues hold
+/// these rather than whole WebSocket messages because they are smaller.
+pub type Frame = Utf8Bytes;
 
 /// Identifies one WebSocket connection within this process.
 pub type ConnId = u64;
@@ -78,7 +83,7 @@ impl CloseReason {
 /// is closed as a slow consumer, so one stuck client cannot slow a room.
 #[derive(Debug, Clone)]
 pub struct Outbox {
-    queue: mpsc::Sender<Message>,
+    queue: mpsc::Sender<Frame>,
     /// Bytes queued and not yet written, shared with the [`OutboxQueue`].
     queued_bytes: Arc<AtomicUsize>,
     max_bytes: usize,
@@ -88,22 +93,22 @@ pub struct Outbox {
 /// The receiving half, drained by the connection's writer.
 #[derive(Debug)]
 pub struct OutboxQueue {
-    queue: mpsc::Receiver<Message>,
+    queue: mpsc::Receiver<Frame>,
     queued_bytes: Arc<AtomicUsize>,
 }
 
 impl OutboxQueue {
-    fn taken(&self, frame: Message) -> Message {
+    fn taken(&self, frame: Frame) -> Frame {
         self.queued_bytes.fetch_sub(frame.len(), Ordering::AcqRel);
         frame
     }
 
-    pub async fn recv(&mut self) -> Option<Message> {
+    pub async fn recv(&mut self) -> Option<Frame> {
         let frame = self.queue.recv().await?;
         Some(self.taken(frame))
     }
 
-    pub fn try_recv(&mut self) -> Option<Message> {
+    pub fn try_recv(&mut self) -> Option<Frame> {
         let frame = self.queue.try_recv().ok()?;
         Some(self.taken(frame))
     }
@@ -160,7 +165,7 @@ impl Outbox {
     /// Queues a reply (or catch-up) frame, waiting for room. Returns false
     /// when the connection is gone. Replies answer the connection's own
     /// requests, so waiting only slows that connection.
-    pub async fn send(&self, frame: Message) -> bool {
+    pub async fn send(&self, frame: Frame) -> bool {
         let len = frame.len();
         self.queued_bytes.fetch_add(len, Ordering::AcqRel);
         let sent = tokio::select! {
@@ -180,7 +185,7 @@ impl Outbox {
 
     /// Queues an event without waiting; a full queue (in frames or bytes)
     /// closes the connection as a slow consumer.
-    pub fn push(&self, frame: Message) {
+    pub fn push(&self, frame: Frame) {
         let len = frame.len();
         let queued = self.queued_bytes.fetch_add(len, Ordering::AcqRel);
         if queued + len > self.max_bytes && queued > 0 {
@@ -206,7 +211,7 @@ pub struct Subscriber {
     /// catch-up not yet queued), the room's events wait here, so they reach
     /// it after the catch-up and in order. `None` once live. Bounded like
     /// the outbox.
-    held: Option<VecDeque<Message>>,
+    held: Option<VecDeque<Frame>>,
 }
 
 impl Subscriber {
@@ -220,7 +225,7 @@ impl Subscriber {
         }
     }
 
-    fn deliver(&mut self, frame: Message) {
+    fn deliver(&mut self, frame: Frame) {
         match &mut self.held {
             None => self.outbox.push(frame),
             Some(held) if held.len() < self.outbox.capacity() => held.push_back(frame),
@@ -275,10 +280,24 @@ impl RoomState {
     }
 
     /// Pushes one already-serialized frame to every local connection but `except`.
-    pub fn broadcast(&mut self, frame: &Message, except: Option<ConnId>) {
+    pub fn broadcast(&mut self, frame: &Frame, except: Option<ConnId>) {
         for (id, subscriber) in &mut self.subscribers {
             if Some(*id) != except {
                 subscriber.deliver(frame.clone());
+            }
+        }
+    }
+
+    /// Pushes `frame` to every local connection, except that the
+    /// connections listed in `instead` get their own frame (or nothing).
+    /// This is how one batch's messages reach a room: senders do not get
+    /// their own messages back, everyone else shares one frame.
+    pub fn broadcast_with(&mut self, frame: &Frame, instead: &[(ConnId, Option<Frame>)]) {
+        for (id, subscriber) in &mut self.subscribers {
+            match instead.iter().find(|(conn, _)| conn == id) {
+                None => subscriber.deliver(frame.clone()),
+                Some((_, Some(own))) => subscriber.deliver(own.clone()),
+                Some((_, None)) => {}
             }
         }
     }

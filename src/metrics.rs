@@ -22,6 +22,9 @@ pub struct Metrics {
     pub retention_runs: Counter,
     pub retention_failures: Counter,
     pub messages_expired: Counter,
+    /// Messages per group-commit transaction: how well concurrent sends
+    /// share commits (PostgreSQL's insert ceiling depends on it).
+    pub commit_batch_messages: Histogram,
 }
 
 impl Default for Metrics {
@@ -35,6 +38,7 @@ impl Default for Metrics {
             retention_runs: Counter::default(),
             retention_failures: Counter::default(),
             messages_expired: Counter::default(),
+            commit_batch_messages: Histogram::new(exponential_buckets(1.0, 2.0, 9)),
             registry: Registry::default(),
         };
         registry.register(
@@ -67,6 +71,11 @@ impl Default for Metrics {
             "messages_expired",
             "Messages deleted by history retention",
             metrics.messages_expired.clone(),
+        );
+        registry.register(
+            "commit_batch_messages",
+            "Messages submitted to one group-commit transaction",
+            metrics.commit_batch_messages.clone(),
         );
         Self {
             registry,

@@ -522,7 +522,7 @@ pub enum Event<'a> {
     RoomMessageReceived {
         #[serde(rename = "roomID")]
         room_id: &'a RoomId,
-        message_list: &'a [RoomMessage],
+        message_list: &'a [&'a RoomMessage],
     },
 }
 

@@ -13,17 +13,17 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use serde_json::Value;
-use tokio_tungstenite::tungstenite::Message;
 
-use crate::committer::Committer;
+use crate::committer::{Committer, Outcome};
 use crate::domain::ClientMessageId;
 use crate::domain::{NodeId, RoomId, RoomInfo, RoomMessage, UserInfo};
-use crate::hub::{ConnId, Hub, Outbox, RoomGuard, Subscriber};
+use crate::hub::{ConnId, Frame, Hub, Outbox, RoomGuard, Subscriber};
 use crate::limits::{Limited, RateLimits};
+use crate::metrics::Metrics;
 use crate::protocol::{
     ErrorBody, ErrorCode, Event, HistoryCursor, OutgoingMessage, RoomConfig, SendConfig,
 };
-use crate::store::messages::{Appended, Pending, TimeRange};
+use crate::store::messages::{Pending, TimeRange};
 use crate::store::rooms::{JoinError, JoinLimits, Joined, NewRoom};
 use crate::store::{Store, StoreError};
 
@@ -173,11 +173,12 @@ impl Rooms {
         store: Store,
         settings: RoomSettings,
         rates: Arc<RateLimits>,
+        metrics: Arc<Metrics>,
         shutdown: CancellationToken,
     ) -> Self {
         let hub = Arc::new(Hub::default());
         Self {
-            committer: Committer::start(store.clone(), hub.clone()),
+            committer: Committer::start(store.clone(), hub.clone(), metrics),
             store,
             hub,
             limits: settings.limits,
@@ -284,7 +285,7 @@ impl Rooms {
                 room_id,
                 member_list: std::slice::from_ref(&caller.user),
             };
-            room.broadcast(&Message::text(event.to_json()), Some(caller.conn));
+            room.broadcast(&Frame::from(event.to_json()), Some(caller.conn));
         }
         room.subscribe(
             caller.conn,
@@ -326,11 +327,12 @@ impl Rooms {
                     .collect();
                 let Some(last) = page.last() else { break };
                 after = last.seq;
+                let page: Vec<&RoomMessage> = page.iter().collect();
                 let event = Event::RoomMessageReceived {
                     room_id,
                     message_list: &page,
                 };
-                if !caller.outbox.send(Message::text(event.to_json())).await {
+                if !caller.outbox.send(Frame::from(event.to_json())).await {
                     break;
                 }
             }
@@ -447,39 +449,34 @@ impl Rooms {
         Ok(())
     }
 
-    /// `sendRoomMessage`: store with the next seq, then fan out.
+    /// `sendRoomMessage` from a connection that has joined `room_id`:
+    /// checks the message and queues it for the group committer, which
+    /// stores it with the room's next seq and then fans it out. The returned
+    /// [`Outcome`] arrives after the commit; awaiting it is the caller's
+    /// choice, so one connection can have many sends in flight.
     pub async fn send(
         &self,
         caller: &Caller,
-        room_id: &RoomId,
-        message: &OutgoingMessage,
+        room_id: RoomId,
+        message: OutgoingMessage,
         config: &SendConfig,
-        client_message_id: Option<&ClientMessageId>,
-    ) -> Result<RoomMessage, RoomError> {
-        self.check_size(message)?;
-        {
-            let room = self.hub.lock(room_id).await;
-            if !room.contains(caller.conn) {
-                return Err(RoomError::NotInRoom(room_id.clone()));
-            }
-        }
+        client_message_id: Option<ClientMessageId>,
+    ) -> Result<Outcome, RoomError> {
+        self.check_size(&message)?;
         // Checked before storing: a refused message leaves no trace.
         self.rates
             .message(&caller.user.user_id)
             .map_err(RoomError::RateLimited)?;
         let pending = Pending {
-            room_id: room_id.clone(),
+            room_id,
             sender: caller.user.user_id.clone(),
             kind: message.kind,
-            body: message.message.clone(),
-            extended_data: message.extended_data.clone(),
+            body: message.message,
+            extended_data: message.extended_data,
             priority: config.priority,
-            client_message_id: client_message_id.cloned(),
+            client_message_id,
         };
-        // Stored, then fanned out to the room, by the group committer.
-        match self.committer.submit(pending, caller.conn).await? {
-            Appended::Stored(stored) | Appended::Duplicate(stored) => Ok(stored),
-        }
+        Ok(self.committer.enqueue(pending, caller.conn).await?)
     }
 
     fn check_size(&self, message: &OutgoingMessage) -> Result<(), RoomError> {
@@ -545,7 +542,7 @@ fn announce_left(room: &mut RoomGuard<'_>, user: &UserInfo, room_id: &RoomId) {
         room_id,
         member_list: std::slice::from_ref(user),
     };
-    room.broadcast(&Message::text(event.to_json()), None);
+    room.broadcast(&Frame::from(event.to_json()), None);
 }
 
 fn entered(room_id: &RoomId, joined: Joined, since_seq: Option<i64>) -> Entered {

@@ -1,17 +1,21 @@
 //! One WebSocket connection: login, request dispatch, the outbound queue and
 //! the close handshake.
 //!
-//! A session is two tasks. The reader decodes and handles one request at a
-//! time, so replies to one connection keep the order of its requests. The
-//! writer drains the bounded [`Outbox`] onto the socket, so a slow socket
-//! never blocks the tasks that fan out to it.
+//! A session is two tasks. The reader decodes and handles requests; sends
+//! are pipelined (up to [`MAX_SENDS_IN_FLIGHT`] wait for their commit while
+//! the reader goes on), everything else waits for the sends before it, so
+//! replies to one connection keep the order of its requests. The writer
+//! drains the bounded [`Outbox`] onto the socket, so a slow socket never
+//! blocks the tasks that fan out to it.
 
 use std::collections::BTreeSet;
+use std::future::Future;
 use std::net::IpAddr;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures_util::stream::{SplitSink, SplitStream};
+use futures_util::stream::{FuturesOrdered, SplitSink, SplitStream};
 use futures_util::{SinkExt, StreamExt};
 use hyper::upgrade::Upgraded;
 use hyper_util::rt::TokioIo;
@@ -33,11 +37,13 @@ fn close_frame(code: u16, reason: &'static str) -> Message {
 }
 
 use crate::app::AppState;
-use crate::domain::RoomId;
-use crate::hub::{CloseReason, Closer, Outbox, OutboxQueue, next_conn_id};
-use crate::limits::{ConnectionRates, ConnectionSlot, UserSlot};
-use crate::protocol::{self, ErrorBody, ErrorCode, Request};
+use crate::committer;
+use crate::domain::{ClientMessageId, RoomId};
+use crate::hub::{CloseReason, Closer, Frame, Outbox, OutboxQueue, next_conn_id};
+use crate::limits::{ConnectionRates, ConnectionSlot, Limited, UserSlot};
+use crate::protocol::{self, ErrorBody, ErrorCode, OutgoingMessage, Request, SendConfig};
 use crate::rooms::{Caller, RoomError};
+use crate::store::messages::Appended;
 
 /// Runs a connection until it closes. `ip` is the client's address, for
 /// per-address login limits.
@@ -76,9 +82,19 @@ pub async fn serve(socket: WebSocket, app: Arc<AppState>, ip: Option<IpAddr>) {
         _slot: slot,
         user_slot: None,
     };
-    tracing::debug!(conn = session.conn, "connection opened");
-    session.read_loop(stream).await;
-    session.leave_everything().await;
+    let conn = session.conn;
+    tracing::debug!(conn, "connection opened");
+    let mut stream = stream;
+    session.read_loop(&mut stream).await;
+    // Boxed, like request handling: a connection's task is sized for its
+    // largest await, and idle connections should not carry the space of
+    // the database work they do only when they end.
+    Box::pin(session.leave_everything()).await;
+    // The connection no longer counts against its user's or the server's limits.
+    drop(session);
+    if closer.reason().is_some() {
+        drain_until_close(&mut stream).await;
+    }
     closer.abort();
     // A writer stuck on a client that stopped reading never finishes on its
     // own; dropping it closes the socket.
@@ -86,7 +102,23 @@ pub async fn serve(socket: WebSocket, app: Arc<AppState>, ip: Option<IpAddr>) {
     if tokio::time::timeout(WRITER_DRAIN, writer).await.is_err() {
         writer_abort.abort();
     }
-    tracing::debug!(conn = session.conn, reason = ?closer.reason(), "connection closed");
+    tracing::debug!(conn, reason = ?closer.reason(), "connection closed");
+}
+
+/// While the server closes a connection, reads (and drops) what the client
+/// still sends, until its Close reply, a pause, or [`WRITER_DRAIN`]. Closing
+/// a socket with unread bytes makes the kernel reset it, and the client
+/// could lose the Close frame that says why it was closed.
+async fn drain_until_close(stream: &mut SplitStream<WebSocket>) {
+    const PAUSE: Duration = Duration::from_millis(100);
+    let drain = async {
+        while let Ok(Some(Ok(frame))) = tokio::time::timeout(PAUSE, stream.next()).await {
+            if frame.is_close() {
+                break;
+            }
+        }
+    };
+    let _ = tokio::time::timeout(WRITER_DRAIN, drain).await;
 }
 
 struct Session {
@@ -110,6 +142,17 @@ struct Session {
 fn is_too_large(e: &tungstenite::Error) -> bool {
     matches!(e, tungstenite::Error::Capacity(_))
 }
+
+/// Sends of one connection waiting for their commit at once. More in flight
+/// lets one busy sender share transactions with itself; the bound keeps a
+/// connection from queueing without limit.
+pub const MAX_SENDS_IN_FLIGHT: usize = 64;
+
+/// The reply to a send, ready once the send is committed (or refused).
+type SendReply = Pin<Box<dyn Future<Output = String> + Send>>;
+
+/// Sends in flight on one connection, their replies in request order.
+type InFlight = FuturesOrdered<SendReply>;
 
 /// How long a closing connection's writer may take to flush and close.
 const WRITER_DRAIN: Duration = Duration::from_secs(2);
@@ -135,9 +178,9 @@ async fn write_loop(
             frame = queue.recv() => {
                 let Some(frame) = frame else { break };
                 // Batch whatever is already queued into one flush.
-                let mut ok = sink.feed(frame).await.is_ok();
+                let mut ok = sink.feed(Message::Text(frame)).await.is_ok();
                 while ok && let Some(frame) = queue.try_recv() {
-                    ok = sink.feed(frame).await.is_ok();
+                    ok = sink.feed(Message::Text(frame)).await.is_ok();
                 }
                 if !ok || sink.flush().await.is_err() {
                     closer.abort();
@@ -151,7 +194,7 @@ async fn write_loop(
     // the client is being dropped for not reading them.
     if reason != Some(CloseReason::SLOW_CONSUMER) {
         while let Some(frame) = queue.try_recv() {
-            if sink.feed(frame).await.is_err() {
+            if sink.feed(Message::Text(frame)).await.is_err() {
                 return;
             }
         }
@@ -165,7 +208,33 @@ async fn write_loop(
 }
 
 impl Session {
-    async fn read_loop(&mut self, mut stream: SplitStream<WebSocket>) {
+    async fn read_loop(&mut self, stream: &mut SplitStream<WebSocket>) {
+        let mut in_flight = InFlight::new();
+        let shutting_down = self.read_frames(stream, &mut in_flight).await;
+        // Sends already queued are stored whatever happens to the
+        // connection; their replies go out if it is still open, and on
+        // shutdown before the notice and the Close frame.
+        self.settle(&mut in_flight).await;
+        if shutting_down {
+            self.announce_shutdown();
+            self.closer.close(CloseReason::GOING_AWAY);
+        }
+    }
+
+    /// Queues the replies of every send in flight, in order.
+    async fn settle(&self, in_flight: &mut InFlight) {
+        while let Some(reply) = in_flight.next().await {
+            self.reply(reply).await;
+        }
+    }
+
+    /// Reads and handles frames until the connection ends; returns whether
+    /// it ends because the server is shutting down.
+    async fn read_frames(
+        &mut self,
+        stream: &mut SplitStream<WebSocket>,
+        in_flight: &mut InFlight,
+    ) -> bool {
         let login_deadline =
             tokio::time::sleep_until(Instant::now() + self.app.config.login_timeout);
         tokio::pin!(login_deadline);
@@ -176,22 +245,22 @@ impl Session {
             let frame = tokio::select! {
                 () = &mut idle => {
                     self.closer.close(CloseReason::IDLE);
-                    return;
+                    return false;
                 }
-                () = self.closer.closed() => return,
-                () = self.app.shutdown.cancelled() => {
-                    self.announce_shutdown();
-                    self.closer.close(CloseReason::GOING_AWAY);
-                    return;
-                }
+                () = self.closer.closed() => return false,
+                () = self.app.shutdown.cancelled() => return true,
                 () = &mut login_deadline, if self.caller.is_none() => {
                     self.closer.close(CloseReason::LOGIN_TIMEOUT);
-                    return;
+                    return false;
+                }
+                Some(reply) = in_flight.next(), if !in_flight.is_empty() => {
+                    self.reply(reply).await;
+                    continue;
                 }
                 frame = stream.next() => frame,
             };
             match frame {
-                None => return,
+                None => return false,
                 Some(Err(e)) => {
                     if is_too_large(&e) {
                         tracing::info!(conn = self.conn, "closing: frame above the size limit");
@@ -200,14 +269,19 @@ impl Session {
                         tracing::debug!(conn = self.conn, error = %e, "read failed");
                         self.closer.abort();
                     }
-                    return;
+                    return false;
                 }
                 Some(Ok(message)) => {
                     idle.as_mut().reset(Instant::now() + idle_timeout);
                     if let Message::Text(text) = &message {
-                        self.handle(text.as_str()).await;
+                        // Boxed: handling a request (database round trips
+                        // included) takes a large future, and an idle
+                        // connection should not carry its space.
+                        Box::pin(self.handle(text.as_str(), in_flight)).await;
                     } else if message.is_binary() {
-                        if self.refuse_if_limited(None).await {
+                        self.settle(in_flight).await;
+                        if let Err(limited) = self.rates.request() {
+                            self.refuse(None, limited).await;
                             continue;
                         }
                         let error = ErrorBody::new(
@@ -216,7 +290,7 @@ impl Session {
                         );
                         self.reply(protocol::error_reply(None, &error)).await;
                     } else if message.is_close() {
-                        return;
+                        return false;
                     }
                     // Pings are answered by tungstenite itself; pongs need nothing.
                 }
@@ -225,22 +299,18 @@ impl Session {
     }
 
     async fn reply(&self, frame: String) {
-        self.outbox.send(Message::text(frame)).await;
+        self.outbox.send(Frame::from(frame)).await;
     }
 
-    /// Counts a request against the connection's rate; when over it,
-    /// replies `1006` (and closes a connection that keeps ignoring that).
-    async fn refuse_if_limited(&self, id: Option<u32>) -> bool {
-        let Err(limited) = self.rates.request() else {
-            return false;
-        };
+    /// Replies `1006` to a request over the connection's rate (and closes
+    /// a connection that keeps ignoring that).
+    async fn refuse(&self, id: Option<u32>, limited: Limited) {
         let error = ErrorBody::rate_limited(
             "too many requests on this connection; slow down",
             limited.retry_after,
         );
         self.reply(protocol::error_reply(id, &error)).await;
         self.note_refusal();
-        true
     }
 
     fn note_refusal(&self) {
@@ -253,23 +323,51 @@ impl Session {
         }
     }
 
-    async fn handle(&mut self, text: &str) {
+    async fn handle(&mut self, text: &str, in_flight: &mut InFlight) {
         let decoded = protocol::decode(text);
         let id = match &decoded {
             Ok((id, _)) => Some(*id),
             Err(rejected) => rejected.id,
         };
-        if self.refuse_if_limited(id).await {
+        if let Err(limited) = self.rates.request() {
+            self.settle(in_flight).await;
+            self.refuse(id, limited).await;
             return;
         }
         let (id, request) = match decoded {
             Ok(decoded) => decoded,
             Err(rejected) => {
+                self.settle(in_flight).await;
                 self.reply(protocol::error_reply(rejected.id, &rejected.error))
                     .await;
                 return;
             }
         };
+        let request = match (request, &self.caller) {
+            (
+                Request::SendRoomMessage {
+                    room_id,
+                    message,
+                    config,
+                    client_message_id,
+                },
+                Some(caller),
+            ) => {
+                if in_flight.len() >= MAX_SENDS_IN_FLIGHT
+                    && let Some(reply) = in_flight.next().await
+                {
+                    self.reply(reply).await;
+                }
+                let reply = self
+                    .send(id, caller, room_id, message, &config, client_message_id)
+                    .await;
+                in_flight.push_back(reply);
+                return;
+            }
+            (request, _) => request,
+        };
+        // Anything but a send is answered after the sends before it.
+        self.settle(in_flight).await;
         let op = request.op();
         let result = self.dispatch(id, request).await;
         if let Err(error) = result {
@@ -278,6 +376,46 @@ impl Session {
                 self.note_refusal();
             }
             self.reply(protocol::error_reply(Some(id), &error)).await;
+        }
+    }
+
+    /// Queues a send for its commit and returns its reply-to-be: the stored
+    /// message once committed, or the error. Refusals are ready at once.
+    async fn send(
+        &self,
+        id: u32,
+        caller: &Caller,
+        room_id: RoomId,
+        message: OutgoingMessage,
+        config: &SendConfig,
+        client_message_id: Option<ClientMessageId>,
+    ) -> SendReply {
+        let failed = |error: ErrorBody| -> SendReply {
+            Box::pin(std::future::ready(protocol::error_reply(Some(id), &error)))
+        };
+        if !self.joined.contains(&room_id) {
+            return failed(RoomError::NotInRoom(room_id).to_body());
+        }
+        let queued = self
+            .app
+            .rooms
+            .send(caller, room_id, message, config, client_message_id)
+            .await;
+        match queued {
+            Ok(outcome) => Box::pin(async move {
+                match outcome.await.unwrap_or_else(|_| Err(committer::closed())) {
+                    Ok(Appended::Stored(stored) | Appended::Duplicate(stored)) => {
+                        protocol::ok_reply(id, &json!({ "message": stored }))
+                    }
+                    Err(e) => protocol::error_reply(Some(id), &RoomError::Store(e).to_body()),
+                }
+            }),
+            Err(e) => {
+                if matches!(e, RoomError::RateLimited(_)) {
+                    self.note_refusal();
+                }
+                failed(e.to_body())
+            }
         }
     }
 
@@ -303,7 +441,7 @@ impl Session {
                     .await
                     .map_err(room_error)?;
                 self.joined.insert(room_info.room_id);
-                let reply = json!({ "roomInfo": entered.room_info });
+                let reply = json!({ "roomInfo": entered.room_info, "lastSeq": entered.last_seq });
                 return self.finish_entry(id, reply, entered, &caller).await;
             }
             Request::JoinRoom { room_id, since_seq } => {
@@ -346,23 +484,8 @@ impl Session {
                 }
                 protocol::ok_reply(id, &json!({ "roomIDs": left }))
             }
-            Request::SendRoomMessage {
-                room_id,
-                message,
-                config,
-                client_message_id,
-            } => {
-                let stored = rooms
-                    .send(
-                        &caller,
-                        &room_id,
-                        &message,
-                        &config,
-                        client_message_id.as_ref(),
-                    )
-                    .await
-                    .map_err(room_error)?;
-                protocol::ok_reply(id, &json!({ "message": stored }))
+            Request::SendRoomMessage { .. } => {
+                unreachable!("sends of a logged-in caller are pipelined by handle")
             }
             Request::QueryHistoryMessage {
                 room_id,
@@ -373,7 +496,10 @@ impl Session {
                     .history(&caller, &room_id, cursor, count)
                     .await
                     .map_err(room_error)?;
-                protocol::ok_reply(id, &json!({ "messageList": messages, "hasMore": has_more }))
+                protocol::ok_reply(
+                    id,
+                    &json!({ "roomID": room_id, "messageList": messages, "hasMore": has_more }),
+                )
             }
             Request::QueryRoomMemberList {
                 room_id,
@@ -389,7 +515,10 @@ impl Session {
                     .member_page(&room_id, next_flag.as_deref(), count)
                     .await
                     .map_err(|e| RoomError::Store(e).to_body())?;
-                protocol::ok_reply(id, &json!({ "memberList": members, "nextFlag": next_flag }))
+                protocol::ok_reply(
+                    id,
+                    &json!({ "roomID": room_id, "memberList": members, "nextFlag": next_flag }),
+                )
             }
             Request::QueryRoomOnlineMemberCount { room_id } => {
                 rooms
@@ -418,7 +547,7 @@ impl Session {
                 "state": "disconnected",
                 "reason": "serverShutdown",
             });
-            self.outbox.push(Message::text(event.to_string()));
+            self.outbox.push(Frame::from(event.to_string()));
         }
     }
 

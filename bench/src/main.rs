@@ -83,10 +83,13 @@ enum Scenario {
         /// Concurrent senders, each in its own room.
         #[arg(long, default_value_t = 32)]
         senders: usize,
-        /// Total messages per second; 0 sends flat out (each sender waits
-        /// for its ack).
+        /// Total messages per second; 0 sends flat out.
         #[arg(long, default_value_t = 0.0)]
         rate: f64,
+        /// Sends each sender keeps in flight when flat out (1: each waits
+        /// for its ack before the next).
+        #[arg(long, default_value_t = 1)]
+        window: usize,
         #[arg(long, default_value = "10", value_parser = seconds)]
         duration: Duration,
         #[arg(long, default_value_t = 64)]
@@ -598,10 +601,12 @@ fn attach(
     ));
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn persist(
     addr: SocketAddr,
     senders: usize,
     rate: f64,
+    window: usize,
     duration: Duration,
     body_bytes: usize,
     pid: Option<u32>,
@@ -632,35 +637,47 @@ async fn persist(
             let mut ticker = (rate > 0.0)
                 .then(|| tokio::time::interval(Duration::from_secs_f64(1.0 / per_sender)));
             let mut id = 10u64;
-            while !stop.load(Ordering::Relaxed) {
-                if let Some(t) = &mut ticker {
-                    t.tick().await;
-                }
-                id += 1;
-                let sent = now_us(epoch);
-                let b = body(s, id, sent, &padding);
-                if sink
-                    .send(message_frame(Target::Roomd, id, &room, &b))
-                    .await
-                    .is_err()
-                {
+            // Send time of every send in flight, by request id.
+            let mut in_flight: HashMap<u64, u64> = HashMap::new();
+            let window = if ticker.is_some() { 1 } else { window.max(1) };
+            loop {
+                let stopping = stop.load(Ordering::Relaxed);
+                if stopping && in_flight.is_empty() {
                     break;
                 }
-                let prefix = format!("{{\"id\":{id},");
-                loop {
-                    match stream.next().await {
-                        Some(Ok(Message::Text(t))) if t.starts_with(&prefix) => {
-                            if t.contains("\"ok\":true") {
-                                acked += 1;
-                                let _ = latency.record(now_us(epoch).saturating_sub(sent).max(1));
-                            } else {
-                                errors += 1;
-                            }
-                            break;
-                        }
-                        Some(Ok(_)) => continue,
-                        _ => return (latency, acked, errors),
+                if !stopping && in_flight.len() < window {
+                    if let Some(t) = &mut ticker {
+                        t.tick().await;
                     }
+                    id += 1;
+                    let sent = now_us(epoch);
+                    let b = body(s, id, sent, &padding);
+                    if sink
+                        .send(message_frame(Target::Roomd, id, &room, &b))
+                        .await
+                        .is_err()
+                    {
+                        break;
+                    }
+                    in_flight.insert(id, sent);
+                    continue;
+                }
+                match stream.next().await {
+                    Some(Ok(Message::Text(t))) if t.starts_with("{\"id\":") => {
+                        let reply: Value = serde_json::from_str(&t).unwrap_or_default();
+                        let Some(sent) = reply["id"].as_u64().and_then(|i| in_flight.remove(&i))
+                        else {
+                            continue;
+                        };
+                        if reply["ok"] == true {
+                            acked += 1;
+                            let _ = latency.record(now_us(epoch).saturating_sub(sent).max(1));
+                        } else {
+                            errors += 1;
+                        }
+                    }
+                    Some(Ok(_)) => continue,
+                    _ => break,
                 }
             }
             (latency, acked, errors)
@@ -686,7 +703,7 @@ async fn persist(
         _ => Value::Null,
     };
     Ok(
-        json!({"scenario": "persist", "senders": senders, "offered_rate": rate, "elapsed_s": elapsed,
+        json!({"scenario": "persist", "senders": senders, "window": window, "offered_rate": rate, "elapsed_s": elapsed,
               "acked": acked, "errors": errors, "acks_per_sec": acked as f64 / elapsed,
               "ack_latency": percentiles(&latency), "server": cpu}),
     )
@@ -996,9 +1013,10 @@ async fn main() -> anyhow::Result<()> {
             addr,
             senders,
             rate,
+            window,
             duration,
             body_bytes,
-        } => persist(addr, senders, rate, duration, body_bytes, pid).await?,
+        } => persist(addr, senders, rate, window, duration, body_bytes, pid).await?,
         Scenario::Connections {
             addr,
             count,

@@ -1,8 +1,8 @@
 //! The room flow of PROTOCOL.md end to end.
 
-use serde_json::json;
+use serde_json::{Value, json};
 
-use crate::helpers::{say, spawn_app};
+use crate::helpers::{Client, say, spawn_app};
 
 #[tokio::test]
 async fn three_users_share_a_room_and_messages_reach_the_others_once() {
@@ -243,6 +243,155 @@ async fn concurrent_senders_are_delivered_in_seq_order_without_gaps() {
     app.stop().await;
 }
 
+/// Sends `count` messages without waiting for replies, then reads until all
+/// are answered and `expect_from_others` messages of others have arrived.
+/// Returns the replies' seqs (in reply order) and the others' messages.
+async fn pipeline(
+    mut client: Client,
+    me: &str,
+    room: &str,
+    count: u32,
+    expect_from_others: usize,
+) -> (Vec<i64>, Vec<Value>) {
+    let mut ids = Vec::new();
+    for n in 0..count {
+        ids.push(
+            client
+                .send(json!({"op": "sendRoomMessage", "roomID": room,
+                             "message": {"type": "text", "message": format!("{me}-{n}")}}))
+                .await,
+        );
+    }
+    let (mut replies, mut others) = (Vec::new(), Vec::new());
+    while replies.len() < ids.len() || others.len() < expect_from_others {
+        let frame = client.next_json().await;
+        if frame["event"] == "roomMessageReceived" {
+            for message in frame["messageList"].as_array().unwrap() {
+                assert_ne!(message["senderUserID"], me, "{me} got its own message back");
+                others.push(message.clone());
+            }
+        } else if frame.get("event").is_none() {
+            assert_eq!(
+                frame["id"],
+                json!(ids[replies.len()]),
+                "replies in request order"
+            );
+            assert_eq!(frame["ok"], true, "{frame}");
+            assert_eq!(
+                frame["message"]["message"],
+                format!("{me}-{}", replies.len())
+            );
+            replies.push(frame["message"]["seq"].as_i64().unwrap());
+        }
+    }
+    (replies, others)
+}
+
+#[tokio::test]
+async fn pipelined_sends_keep_request_order_and_never_come_back_to_their_sender() {
+    let app = spawn_app().await;
+    let mut reader = app.client("reader").await;
+    reader
+        .ok(json!({"op": "createRoom", "roomInfo": {"roomID": "pipe"}}))
+        .await;
+    let per_sender = 150;
+    let mut senders = Vec::new();
+    for name in ["alice", "bob"] {
+        let mut client = app.client(name).await;
+        client.ok(json!({"op": "joinRoom", "roomID": "pipe"})).await;
+        senders.push((name, client));
+    }
+    reader.expect_event("roomMemberJoined").await;
+    reader.expect_event("roomMemberJoined").await;
+    // alice sees bob join; drain it so only messages follow.
+    senders[0].1.expect_event("roomMemberJoined").await;
+    let tasks: Vec<_> = senders
+        .into_iter()
+        .map(|(name, client)| {
+            tokio::spawn(async move {
+                let (seqs, others) =
+                    pipeline(client, name, "pipe", per_sender, per_sender as usize).await;
+                (name, seqs, others)
+            })
+        })
+        .collect();
+    let mut stored = Vec::new();
+    while stored.len() < 2 * per_sender as usize {
+        let event = reader.expect_event("roomMessageReceived").await;
+        stored.extend(event["messageList"].as_array().unwrap().iter().cloned());
+    }
+    let seqs: Vec<i64> = stored.iter().map(|m| m["seq"].as_i64().unwrap()).collect();
+    assert_eq!(seqs, (1..=2 * i64::from(per_sender)).collect::<Vec<_>>());
+    for task in tasks {
+        let (name, own_seqs, others) = task.await.unwrap();
+        // A sender's messages are stored in the order it sent them.
+        assert!(
+            own_seqs.windows(2).all(|w| w[0] < w[1]),
+            "{name}: {own_seqs:?}"
+        );
+        let in_reader_order: Vec<String> = stored
+            .iter()
+            .filter(|m| m["senderUserID"] == name)
+            .map(|m| m["message"].as_str().unwrap().to_owned())
+            .collect();
+        let sent: Vec<String> = (0..per_sender).map(|n| format!("{name}-{n}")).collect();
+        assert_eq!(in_reader_order, sent);
+        // Each got every message of the other, once, in seq order.
+        let other_seqs: Vec<i64> = others.iter().map(|m| m["seq"].as_i64().unwrap()).collect();
+        let expected: Vec<i64> = stored
+            .iter()
+            .filter(|m| m["senderUserID"] != name)
+            .map(|m| m["seq"].as_i64().unwrap())
+            .collect();
+        assert_eq!(other_seqs, expected, "{name}");
+    }
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_request_after_pipelined_sends_is_answered_after_them() {
+    let app = spawn_app().await;
+    let mut client = app.client("alice").await;
+    client
+        .ok(json!({"op": "createRoom", "roomInfo": {"roomID": "order"}}))
+        .await;
+    let mut ids = Vec::new();
+    for n in 0..20 {
+        ids.push(
+            client
+                .send(json!({"op": "sendRoomMessage", "roomID": "order",
+                             "message": {"type": "text", "message": format!("m{n}")}}))
+                .await,
+        );
+    }
+    ids.push(
+        client
+            .send(json!({"op": "leaveRoom", "roomID": "order"}))
+            .await,
+    );
+    ids.push(
+        client
+            .send(json!({"op": "sendRoomMessage", "roomID": "order",
+                         "message": {"type": "text", "message": "too late"}}))
+            .await,
+    );
+    let mut replies = Vec::new();
+    for id in &ids {
+        replies.push(client.reply(*id).await);
+    }
+    for (n, reply) in replies[..20].iter().enumerate() {
+        assert_eq!(reply["message"]["seq"], json!(n + 1), "{reply}");
+    }
+    assert_eq!(replies[20]["ok"], true, "leave: {}", replies[20]);
+    assert_eq!(
+        replies[21]["error"]["code"],
+        json!(6000321),
+        "{}",
+        replies[21]
+    );
+    app.stop().await;
+}
+
 #[tokio::test]
 async fn member_list_pages_with_next_flag() {
     let app = spawn_app().await;
@@ -274,5 +423,38 @@ async fn member_list_pages_with_next_flag() {
     }
     let expected: Vec<String> = (0..7).map(|i| format!("u{i:02}")).collect();
     assert_eq!(seen, expected);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn create_room_tells_where_the_stream_stands_and_queries_name_their_room() {
+    let app = spawn_app().await;
+    let mut alice = app.client("alice").await;
+    let created = alice
+        .ok(json!({"op": "createRoom", "roomInfo": {"roomID": "again"}}))
+        .await;
+    assert_eq!(created["lastSeq"], 0, "{created}");
+    say(&mut alice, "again", "one").await;
+    say(&mut alice, "again", "two").await;
+    let history = alice
+        .ok(json!({"op": "queryHistoryMessage", "roomID": "again"}))
+        .await;
+    assert_eq!(history["roomID"], "again", "{history}");
+    let members = alice
+        .ok(json!({"op": "queryRoomMemberList", "roomID": "again"}))
+        .await;
+    assert_eq!(members["roomID"], "again", "{members}");
+
+    // Destroyed and created again: the seq stream continues, and the
+    // creator learns where it stands (to resume with sinceSeq later).
+    alice
+        .ok(json!({"op": "leaveRoom", "roomID": "again"}))
+        .await;
+    app.wait_until_gone("again", std::time::Duration::from_secs(10))
+        .await;
+    let created = alice
+        .ok(json!({"op": "createRoom", "roomInfo": {"roomID": "again"}}))
+        .await;
+    assert_eq!(created["lastSeq"], 2, "{created}");
     app.stop().await;
 }

@@ -294,7 +294,7 @@ impl Client {
     }
 
     /// The next frame from the server, as JSON; panics on close or timeout.
-    async fn next_json(&mut self) -> Value {
+    pub async fn next_json(&mut self) -> Value {
         loop {
             let frame = tokio::time::timeout(WAIT, self.ws.next())
                 .await
