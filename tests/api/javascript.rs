@@ -116,7 +116,10 @@ async fn node_test(folder: &str, chromium: Option<&str>) {
 #[tokio::test]
 async fn javascript_client_suite_passes_against_real_roomd() {
     if !succeeds("node", &["--version"]).await {
-        return skip("Node.js (node, npm)", "Node.js 20 or newer (Debian: nodejs npm)");
+        return skip(
+            "Node.js (node, npm)",
+            "Node.js 20 or newer (Debian: nodejs npm)",
+        );
     }
     if let Err(e) = node_modules().await {
         return skip(&format!("the client's npm packages ({e})"), "npm");
@@ -127,7 +130,10 @@ async fn javascript_client_suite_passes_against_real_roomd() {
 #[tokio::test]
 async fn chat_page_works_for_two_users_in_headless_chromium() {
     if !succeeds("node", &["--version"]).await {
-        return skip("Node.js (node, npm)", "Node.js 20 or newer (Debian: nodejs npm)");
+        return skip(
+            "Node.js (node, npm)",
+            "Node.js 20 or newer (Debian: nodejs npm)",
+        );
     }
     if let Err(e) = node_modules().await {
         return skip(&format!("the client's npm packages ({e})"), "npm");

@@ -16,17 +16,45 @@ async fn get(url: &str, if_none_match: Option<&str>) -> reqwest::Response {
 async fn the_chat_page_and_the_client_are_served_from_the_binary() {
     let app = spawn_app().await;
     for (path, content_type, needle, file) in [
-        ("/", "text/html", "<html", include_str!("../../web/index.html")),
-        ("/chat.js", "text/javascript", "/sdk/roomd.js", include_str!("../../web/chat.js")),
-        ("/chat.css", "text/css", "{", include_str!("../../web/chat.css")),
-        ("/sdk/roomd.js", "text/javascript", "export class RoomdClient", include_str!("../../clients/js/roomd.js")),
-        ("/sdk/roomd.d.ts", "application/typescript", "declare", include_str!("../../clients/js/roomd.d.ts")),
+        (
+            "/",
+            "text/html",
+            "<html",
+            include_str!("../../web/index.html"),
+        ),
+        (
+            "/chat.js",
+            "text/javascript",
+            "/sdk/roomd.js",
+            include_str!("../../web/chat.js"),
+        ),
+        (
+            "/chat.css",
+            "text/css",
+            "{",
+            include_str!("../../web/chat.css"),
+        ),
+        (
+            "/sdk/roomd.js",
+            "text/javascript",
+            "export class RoomdClient",
+            include_str!("../../clients/js/roomd.js"),
+        ),
+        (
+            "/sdk/roomd.d.ts",
+            "application/typescript",
+            "declare",
+            include_str!("../../clients/js/roomd.d.ts"),
+        ),
     ] {
         let response = get(&app.http(path), None).await;
         assert_eq!(response.status(), 200, "{path}");
         let headers = response.headers().clone();
         assert!(
-            headers["content-type"].to_str().unwrap().starts_with(content_type),
+            headers["content-type"]
+                .to_str()
+                .unwrap()
+                .starts_with(content_type),
             "{path}: {:?}",
             headers["content-type"]
         );
@@ -44,7 +72,13 @@ async fn the_chat_page_and_the_client_are_served_from_the_binary() {
     }
     // Every file has its own tag.
     let mut tags = Vec::new();
-    for path in ["/", "/chat.js", "/chat.css", "/sdk/roomd.js", "/sdk/roomd.d.ts"] {
+    for path in [
+        "/",
+        "/chat.js",
+        "/chat.css",
+        "/sdk/roomd.js",
+        "/sdk/roomd.d.ts",
+    ] {
         tags.push(get(&app.http(path), None).await.headers()["etag"].clone());
     }
     tags.sort_by(|a, b| a.as_bytes().cmp(b.as_bytes()));
