@@ -332,10 +332,14 @@ export class RoomdClient {
 
   /** Creates a room and joins it. Rejects with 6000323 if it exists. */
   async createRoom(roomInfo, config) {
-    await this._call('createRoom', { roomInfo, config });
-    // createRoom's reply has no lastSeq, and a re-created room continues its
-    // old seq stream, so learn it from a join (silent for a member) before
-    // tracking the room: it is the sinceSeq of a later rejoin.
+    // A re-created room continues its old seq stream, so the room is tracked
+    // from the reply's lastSeq: the sinceSeq of a later rejoin.
+    const created = await this._call('createRoom', { roomInfo, config }, (reply) =>
+      typeof reply.lastSeq === 'number' ? this._track(reply) : null,
+    );
+    if (created) return created;
+    // An older roomd replies without lastSeq: learn it from a join (silent
+    // for a member) before tracking the room.
     return this._call('joinRoom', { roomID: roomInfo.roomID }, (reply) => this._track(reply));
   }
 

@@ -32,7 +32,10 @@ function required(name) {
 /**
  * Spawns roomd and waits until /healthz answers.
  * @param {object} [options]
- * @param {string[]} [options.args] extra command-line flags
+ * @param {string[]} [options.args] extra command-line flags, as separate
+ *   words (`['--logins-per-second', '1']`); a flag given here replaces the
+ *   default below (roomd refuses a flag given twice)
+ * @param {string} [options.databaseUrl] defaults to ROOMD_TEST_DATABASE_URL
  * @param {string} [options.reconnectGrace] e.g. '10s' (default '10s')
  * @param {string} [options.nodeId] defaults to a fresh id per server
  * @param {number} [options.port] defaults to a free port
@@ -43,31 +46,36 @@ export async function startRoomd(options = {}) {
   const databaseUrl = required('ROOMD_TEST_DATABASE_URL');
   const port = options.port ?? (await freePort());
   const nodeId = options.nodeId ?? `js-${randomUUID().slice(0, 8)}`;
-  const args = [
-    '--bind', `127.0.0.1:${port}`,
-    '--database-url', databaseUrl,
-    '--node-id', nodeId,
-    '--reconnect-grace', options.reconnectGrace ?? '10s',
-    '--requests-per-second', '100000', '--requests-burst', '100000',
-    '--messages-per-second', '100000', '--messages-burst', '100000',
-    '--logins-per-second', '100000',
-    ...(options.args ?? []),
+  const defaults = [
+    ['--bind', `127.0.0.1:${port}`],
+    ['--database-url', options.databaseUrl ?? databaseUrl],
+    ['--node-id', nodeId],
+    ['--reconnect-grace', options.reconnectGrace ?? '10s'],
+    ['--requests-per-second', '100000'], ['--requests-burst', '100000'],
+    ['--messages-per-second', '100000'], ['--messages-burst', '100000'],
+    ['--logins-per-second', '100000'],
   ];
+  // roomd (clap) refuses a flag given twice, so one in `args` replaces its default.
+  const extra = options.args ?? [];
+  const args = [...defaults.filter(([flag]) => !extra.includes(flag)).flat(), ...extra];
   const env = { ...process.env };
   delete env.DATABASE_URL;
-  const child = spawn(bin, args, { env, stdio: ['ignore', 'ignore', 'pipe'] });
-  let stderr = '';
-  child.stderr.setEncoding('utf8');
-  child.stderr.on('data', (chunk) => {
-    stderr += chunk;
-    if (process.env.TEST_LOG) process.stderr.write(chunk);
-  });
+  // roomd logs to stdout (tracing's default); errors before logging starts go to stderr.
+  const child = spawn(bin, args, { env, stdio: ['ignore', 'pipe', 'pipe'] });
+  let output = '';
+  for (const stream of [child.stdout, child.stderr]) {
+    stream.setEncoding('utf8');
+    stream.on('data', (chunk) => {
+      output += chunk;
+      if (process.env.TEST_LOG) process.stderr.write(chunk);
+    });
+  }
   const exited = new Promise((resolve) => child.once('exit', resolve));
   const httpUrl = `http://127.0.0.1:${port}`;
   const deadline = Date.now() + 30_000;
   for (;;) {
     if (child.exitCode !== null) {
-      throw new Error(`roomd exited with ${child.exitCode}:\n${stderr}`);
+      throw new Error(`roomd exited with ${child.exitCode}:\n${output}`);
     }
     try {
       const response = await fetch(`${httpUrl}/healthz`);
@@ -77,7 +85,7 @@ export async function startRoomd(options = {}) {
     }
     if (Date.now() > deadline) {
       child.kill('SIGKILL');
-      throw new Error(`roomd did not come up within 30 s:\n${stderr}`);
+      throw new Error(`roomd did not come up within 30 s:\n${output}`);
     }
     await new Promise((resolve) => setTimeout(resolve, 50));
   }
@@ -95,6 +103,6 @@ export async function startRoomd(options = {}) {
     stop: () => signal('SIGTERM'),
     /** Abrupt stop (SIGKILL). */
     kill: () => signal('SIGKILL'),
-    logs: () => stderr,
+    logs: () => output,
   };
 }

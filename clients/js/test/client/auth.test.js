@@ -1,0 +1,87 @@
+// Tokens (roomd with --auth-secret) and the closes that must not reconnect:
+// 4001 (token refused) and 4030 (too many connections for the user).
+import assert from 'node:assert/strict';
+import { after, before, test } from 'node:test';
+
+import { ErrorCode } from '../../roomd.js';
+import { startRoomd } from '../support/roomd.js';
+import { loggedIn, logoutEveryClient, newClient, record, rejectsWith, seen, token, uniqueId, waitFor, waitForState } from '../support/client.js';
+
+const SECRET = 'test-secret-for-the-js-client';
+let server;
+before(async () => {
+  server = await startRoomd({ args: ['--auth-secret', SECRET] });
+});
+after(async () => {
+  await logoutEveryClient();
+  await server?.stop();
+});
+
+test('a valid token logs in; its name claim wins over the given userName', async () => {
+  const userID = uniqueId('u');
+  const client = await loggedIn(server.wsUrl, userID, { token: token(SECRET, userID, { name: 'From Token' }) });
+  assert.deepEqual(client.userInfo, { userID, userName: 'From Token' });
+  await client.logout();
+});
+
+test('a refused token rejects login with 1005 and disconnects as unauthorized', async () => {
+  const userID = uniqueId('u');
+  for (const bad of [undefined, 'not-a-jwt', token('another secret', userID), token(SECRET, uniqueId('someone-else')), token(SECRET, userID, { ttlSeconds: -120 })]) {
+    const client = record(newClient(server.wsUrl));
+    const error = await rejectsWith(client.login({ userID }, bad), ErrorCode.Unauthorized);
+    assert.equal(error.reason, 'unauthorized');
+    assert.equal(client.state, 'disconnected');
+    assert.deepEqual(seen(client, 'connectionStateChanged').map((e) => [e.state, e.event]), [['connecting', 'activeLogin'], ['disconnected', 'unauthorized']]);
+  }
+});
+
+test('renewToken supplies the token of later logins; a refused one ends reconnection (4001)', async () => {
+  const userID = uniqueId('u');
+  const client = await loggedIn(server.wsUrl, userID, { token: token(SECRET, userID) });
+  const roomID = uniqueId('room');
+  await client.createRoom({ roomID, roomName: '' });
+
+  // A good renewed token: the reconnection logs in with it.
+  const renewed = token(SECRET, userID, { ttlSeconds: 60 });
+  assert.deepEqual(await client.renewToken(renewed), { token: renewed });
+  client._debugDropConnection();
+  await waitForState(client, 'reconnecting');
+  await waitFor(() => seen(client, 'roomStateChanged', roomID).at(-1)?.state === 'connected', 'the room to be rejoined');
+
+  // A bad one: the next reconnection is refused and the client stops there.
+  await client.renewToken('expired-or-revoked');
+  client._debugDropConnection();
+  await waitForState(client, 'reconnecting');
+  const pending = rejectsWith(client.queryRoomOnlineMemberCount(roomID), ErrorCode.ConnectionLost);
+  await waitForState(client, 'disconnected');
+  await pending;
+  const last = seen(client, 'connectionStateChanged').at(-1);
+  assert.equal(last.event, 'unauthorized');
+  assert.equal(last.extendedData.code, ErrorCode.Unauthorized);
+  assert.deepEqual(seen(client, 'roomStateChanged', roomID).map((e) => [e.state, e.event]), [
+    ['connecting', 'networkInterrupted'],
+    ['connected', 'success'],
+    ['connecting', 'networkInterrupted'],
+    ['disconnected', 'unauthorized'],
+  ]);
+});
+
+test('a user at the connection limit is refused with 1006 and 4030, and the client does not retry', async () => {
+  const limited = await startRoomd({ args: ['--max-connections-per-user', '1'] });
+  try {
+    const userID = uniqueId('u');
+    const first = await loggedIn(limited.wsUrl, userID);
+    const second = record(newClient(limited.wsUrl));
+    const error = await rejectsWith(second.login({ userID }), ErrorCode.RateLimited);
+    assert.equal(typeof error.retryAfterMs, 'number');
+    assert.equal(second.state, 'disconnected');
+    assert.deepEqual(seen(second, 'connectionStateChanged').at(-1), {
+      state: 'disconnected',
+      event: 'tooManyConnections',
+      extendedData: { closeCode: 4030, closeReason: 'too many connections for this user' },
+    });
+    await first.logout();
+  } finally {
+    await limited.stop();
+  }
+});
