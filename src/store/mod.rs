@@ -35,10 +35,14 @@ pub enum StoreError {
 impl From<sqlx::Error> for StoreError {
     fn from(e: sqlx::Error) -> Self {
         match e {
+            // `Protocol` is what a connection cut during its handshake
+            // looks like (e.g. "unexpected response from SSLRequest"):
+            // the database is not usable now, nothing was stored.
             sqlx::Error::PoolTimedOut
             | sqlx::Error::PoolClosed
             | sqlx::Error::Io(_)
-            | sqlx::Error::Tls(_) => StoreError::Unavailable(e),
+            | sqlx::Error::Tls(_)
+            | sqlx::Error::Protocol(_) => StoreError::Unavailable(e),
             sqlx::Error::Database(ref db)
                 if db
                     .code()
@@ -87,5 +91,25 @@ impl Store {
 
     pub async fn close(&self) {
         self.pool.close().await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::StoreError;
+
+    #[test]
+    fn a_connection_cut_during_its_handshake_is_unavailable_not_a_fault() {
+        let cut = sqlx::Error::Protocol("unexpected response from SSLRequest: 0x00".into());
+        assert!(matches!(StoreError::from(cut), StoreError::Unavailable(_)));
+        let refused = sqlx::Error::Io(std::io::ErrorKind::ConnectionRefused.into());
+        assert!(matches!(
+            StoreError::from(refused),
+            StoreError::Unavailable(_)
+        ));
+        assert!(matches!(
+            StoreError::from(sqlx::Error::RowNotFound),
+            StoreError::Fault(_)
+        ));
     }
 }
