@@ -61,9 +61,19 @@ const roomStates = (client, roomID) => seen(client, 'roomStateChanged', roomID).
 
 test('a rejoin refused for a passing reason (database unreachable, 1008) is tried again until it passes', async () => {
   // roomd reaches PostgreSQL through a relay, so its database can be cut.
+  // The database may be on TCP or, as in `cargo test`'s throwaway cluster,
+  // on a Unix socket named by the URL's `host` parameter.
   const database = new URL(process.env.ROOMD_TEST_DATABASE_URL);
-  const databaseRelay = await proxy(Number(database.port || 5432), database.hostname);
-  const server = await start({ databaseUrl: Object.assign(new URL(database), { hostname: '127.0.0.1', port: String(databaseRelay.port) }).href });
+  const databasePort = Number(database.port || 5432);
+  const socketDir = database.searchParams.get('host');
+  const databaseRelay = socketDir?.startsWith('/')
+    ? await proxy(databasePort, `${socketDir}/.s.PGSQL.${databasePort}`)
+    : await proxy(databasePort, database.hostname);
+  const relayed = new URL(database);
+  relayed.searchParams.delete('host');
+  relayed.hostname = '127.0.0.1';
+  relayed.port = String(databaseRelay.port);
+  const server = await start({ databaseUrl: relayed.href });
   const wire = wireRecorder();
   const [client, peer] = await Promise.all([loggedIn(server.wsUrl, uniqueId('u'), { WebSocket: wire.WebSocket }), loggedIn(server.wsUrl)]);
   const roomID = uniqueId('room');

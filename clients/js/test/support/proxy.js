@@ -6,7 +6,8 @@ import { connect, createServer } from 'node:net';
 
 /**
  * Listens on a free port of 127.0.0.1 and relays each connection to
- * `targetHost`:`targetPort`.
+ * `targetHost`:`targetPort`, or to the Unix socket `targetHost` when it is a
+ * path (a PostgreSQL socket such as `/tmp/x/.s.PGSQL.5432`).
  * @param {number} targetPort
  * @param {string} [targetHost]
  * @returns {Promise<{port: number, cut: () => void, mend: () => void, close: () => Promise<void>}>}
@@ -26,7 +27,9 @@ export async function startProxy(targetPort, targetHost = '127.0.0.1') {
       downstream.resetAndDestroy();
       return;
     }
-    const upstream = connect(targetPort, targetHost);
+    const upstream = targetHost.startsWith('/')
+      ? connect({ path: targetHost })
+      : connect(targetPort, targetHost);
     upstream.on('error', () => {});
     const pair = [downstream, upstream];
     for (const socket of pair) {
