@@ -458,3 +458,28 @@ async fn create_room_tells_where_the_stream_stands_and_queries_name_their_room()
     assert_eq!(created["lastSeq"], 2, "{created}");
     app.stop().await;
 }
+
+#[tokio::test]
+async fn metrics_count_every_stored_message_in_commit_batches() {
+    let app = spawn_app().await;
+    let mut alice = app.client("alice").await;
+    alice
+        .ok(json!({"op": "createRoom", "roomInfo": {"roomID": "counted"}}))
+        .await;
+    let mut ids = Vec::new();
+    for n in 0..20 {
+        ids.push(
+            alice
+                .send(json!({"op": "sendRoomMessage", "roomID": "counted",
+                             "message": {"type": "text", "message": format!("m{n}")}}))
+                .await,
+        );
+    }
+    for id in ids {
+        assert_eq!(alice.reply(id).await["ok"], true);
+    }
+    assert_eq!(app.metric("roomd_commit_batch_messages_sum").await, 20.0);
+    let batches = app.metric("roomd_commit_batch_messages_count").await;
+    assert!((1.0..=20.0).contains(&batches), "{batches} batches");
+    app.stop().await;
+}
