@@ -16,7 +16,7 @@
 //! both and never neither. Several tasks run at once, so a slow transaction
 //! for some rooms does not stop unrelated rooms.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::hash::{BuildHasher, RandomState};
 use std::sync::Arc;
 
@@ -138,16 +138,18 @@ async fn commit(store: &Store, hub: &Hub, batch: Vec<Submission>) {
                 .collect()
         }
     };
+    // One pass over the batch groups what each room stored, in batch (so
+    // seq) order.
+    let mut stored: BTreeMap<&RoomId, Vec<(ConnId, &RoomMessage)>> = BTreeMap::new();
+    for ((from, _), outcome) in waiting.iter().zip(&outcomes) {
+        if let Ok(Appended::Stored(m)) = outcome {
+            stored.entry(&m.room_id).or_default().push((*from, m));
+        }
+    }
     for guard in &mut guards {
-        let stored: Vec<(ConnId, &RoomMessage)> = waiting
-            .iter()
-            .zip(&outcomes)
-            .filter_map(|((from, _), outcome)| match outcome {
-                Ok(Appended::Stored(m)) if &m.room_id == guard.room_id() => Some((*from, m)),
-                _ => None,
-            })
-            .collect();
-        fan_out(guard, &stored);
+        if let Some(messages) = stored.get(guard.room_id()) {
+            fan_out(guard, messages);
+        }
     }
     drop(guards);
     for ((_, done), outcome) in waiting.into_iter().zip(outcomes) {

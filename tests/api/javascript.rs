@@ -76,6 +76,23 @@ async fn node_modules() -> Result<(), String> {
         .clone()
 }
 
+/// Whether Node.js and the client's npm packages are there; skips the
+/// calling test (loudly) when not.
+async fn node_ready() -> bool {
+    if !succeeds("node", &["--version"]).await {
+        skip(
+            "Node.js (node, npm)",
+            "Node.js 20 or newer (Debian: nodejs npm)",
+        );
+        return false;
+    }
+    if let Err(e) = node_modules().await {
+        skip(&format!("the client's npm packages ({e})"), "npm");
+        return false;
+    }
+    true
+}
+
 /// Runs `node --test` on one folder of `clients/js/test` and fails with its
 /// report when any test fails.
 async fn node_test(folder: &str, chromium: Option<&str>) {
@@ -115,28 +132,16 @@ async fn node_test(folder: &str, chromium: Option<&str>) {
 
 #[tokio::test]
 async fn javascript_client_suite_passes_against_real_roomd() {
-    if !succeeds("node", &["--version"]).await {
-        return skip(
-            "Node.js (node, npm)",
-            "Node.js 20 or newer (Debian: nodejs npm)",
-        );
-    }
-    if let Err(e) = node_modules().await {
-        return skip(&format!("the client's npm packages ({e})"), "npm");
+    if !node_ready().await {
+        return;
     }
     node_test("test/client/", None).await;
 }
 
 #[tokio::test]
 async fn chat_page_works_for_two_users_in_headless_chromium() {
-    if !succeeds("node", &["--version"]).await {
-        return skip(
-            "Node.js (node, npm)",
-            "Node.js 20 or newer (Debian: nodejs npm)",
-        );
-    }
-    if let Err(e) = node_modules().await {
-        return skip(&format!("the client's npm packages ({e})"), "npm");
+    if !node_ready().await {
+        return;
     }
     let chromium = std::env::var("CHROMIUM_PATH").unwrap_or_else(|_| "/usr/bin/chromium".into());
     if !succeeds(&chromium, &["--version"]).await {

@@ -7,7 +7,7 @@ import { readdirSync, readFileSync } from 'node:fs';
 import { after, test } from 'node:test';
 
 import { ErrorCode } from '../../roomd.js';
-import { startRoomd } from '../support/roomd.js';
+import { roomdPool } from '../support/roomd.js';
 import {
   loggedIn,
   logoutAll,
@@ -25,14 +25,10 @@ import {
   wireRecorder,
 } from '../support/client.js';
 
-const servers = [];
+const roomds = roomdPool();
 const frozen = new Set();
 
-async function start(options) {
-  const server = await startRoomd(options);
-  servers.push(server);
-  return server;
-}
+const start = roomds.start;
 
 /** Whether every thread of `pid` is stopped (Linux: state T in /proc). */
 function stopped(pid) {
@@ -70,7 +66,7 @@ process.on('exit', () => {
 after(async () => {
   for (const server of [...frozen]) thaw(server);
   await logoutEveryClient();
-  await Promise.all(servers.map((server) => server.kill()));
+  await roomds.killAll();
 });
 
 /** The pings `connection` sent that roomd answered. */

@@ -7,7 +7,7 @@ import { after, test } from 'node:test';
 
 import { ErrorCode } from '../../roomd.js';
 import { startProxy } from '../support/proxy.js';
-import { startRoomd } from '../support/roomd.js';
+import { roomdPool } from '../support/roomd.js';
 import {
   eventually,
   loggedIn,
@@ -24,14 +24,10 @@ import {
   wireRecorder,
 } from '../support/client.js';
 
-const servers = [];
+const roomds = roomdPool();
 const proxies = [];
 
-async function start(options) {
-  const server = await startRoomd(options);
-  servers.push(server);
-  return server;
-}
+const start = roomds.start;
 
 async function proxy(port, host) {
   const relay = await startProxy(port, host);
@@ -41,7 +37,7 @@ async function proxy(port, host) {
 
 after(async () => {
   await logoutEveryClient();
-  await Promise.all(servers.map((server) => server.kill()));
+  await roomds.killAll();
   await Promise.all(proxies.map((relay) => relay.close()));
 });
 

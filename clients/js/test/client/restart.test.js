@@ -4,18 +4,14 @@ import assert from 'node:assert/strict';
 import { after, test } from 'node:test';
 
 import { ErrorCode } from '../../roomd.js';
-import { startRoomd } from '../support/roomd.js';
+import { roomdPool } from '../support/roomd.js';
 import { loggedIn, logoutAll, logoutEveryClient, received, rejectsWith, seen, storedMessages, uniqueId, waitFor, waitForState } from '../support/client.js';
 
-const servers = [];
-async function start(options) {
-  const server = await startRoomd({ reconnectGrace: '10s', ...options });
-  servers.push(server);
-  return server;
-}
+const roomds = roomdPool({ reconnectGrace: '10s' });
+const start = roomds.start;
 after(async () => {
   await logoutEveryClient();
-  await Promise.all(servers.map((server) => server.kill()));
+  await roomds.killAll();
 });
 
 /** Member events seen by `client` after its `since`-th recorded event. */

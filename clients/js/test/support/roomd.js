@@ -106,3 +106,20 @@ export async function startRoomd(options = {}) {
     logs: () => output,
   };
 }
+
+/**
+ * roomds started by one test file, killed together at its end:
+ * `const roomds = roomdPool(); ... await roomds.start(options); ... after(roomds.killAll)`.
+ * @param {object} [defaults] options every `start` begins with
+ */
+export function roomdPool(defaults = {}) {
+  const servers = [];
+  return {
+    async start(options = {}) {
+      const server = await startRoomd({ ...defaults, ...options });
+      servers.push(server);
+      return server;
+    },
+    killAll: () => Promise.all(servers.map((server) => server.kill())),
+  };
+}
