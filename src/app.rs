@@ -1,5 +1,6 @@
-//! Wiring: configuration in, a running server out. `main` and every test
-//! build the server through [`App::build`], so tests run the real thing.
+//! The composition root: configuration in, a running server out. `main` and
+//! every test build the server through [`App::build`], so tests run the
+//! real thing. Nothing below imports this module.
 
 use std::net::SocketAddr;
 use std::str::FromStr;
@@ -14,18 +15,24 @@ use tokio_util::task::TaskTracker;
 use crate::auth::Authenticator;
 use crate::config::{Config, Secret};
 use crate::embedded_pg::{EmbeddedOptions, EmbeddedPgError, EmbeddedPostgres};
+use crate::http::{self, HttpContext};
 use crate::limits::{Connections, RateLimits};
 use crate::metrics::Metrics;
 use crate::rooms::{RoomSettings, Rooms};
 use crate::scheduler::{Retention, Scheduler, SchedulerError};
-use crate::store::Store;
-use crate::store::rooms::JoinLimits;
+use crate::store::{Store, StoreError};
+use crate::ws::{SessionContext, SessionSettings};
 
 /// How long shutdown waits for sessions to send their close frames.
 const SESSION_DRAIN: Duration = Duration::from_secs(10);
 
+/// Why roomd could not start; the text says what to change.
 #[derive(Debug, thiserror::Error)]
-pub enum AppError {
+#[error(transparent)]
+pub struct AppError(#[from] StartError);
+
+#[derive(Debug, thiserror::Error)]
+enum StartError {
     #[error(
         "refusing to listen on {0} in open mode: without --auth-secret anyone who can reach \
          roomd could log in as anyone. Set --auth-secret (ROOMD_AUTH_SECRET), bind a loopback \
@@ -43,7 +50,7 @@ pub enum AppError {
     #[error("cannot use the database: {0}")]
     Database(#[from] sqlx::Error),
     #[error("cannot prepare the database: {0}")]
-    Store(#[from] crate::store::StoreError),
+    Store(#[from] StoreError),
     #[error(transparent)]
     EmbeddedPg(#[from] EmbeddedPgError),
     #[error("invalid --node-id: {0}")]
@@ -52,129 +59,61 @@ pub enum AppError {
     Scheduler(#[from] SchedulerError),
 }
 
-/// What every connection and handler shares.
-#[derive(Debug)]
-pub struct AppState {
-    pub config: Config,
-    pub rooms: Arc<Rooms>,
-    pub auth: Authenticator,
-    pub metrics: Arc<Metrics>,
-    pub rates: Arc<RateLimits>,
-    pub connections: Arc<Connections>,
-    /// Cancelled to stop the server; sessions watch it to send Close frames.
-    pub shutdown: CancellationToken,
-    /// Upgraded WebSocket sessions, which warp's graceful shutdown does not track.
-    pub sessions: TaskTracker,
-}
-
 /// A built server, listening but not yet serving (its scheduler already runs).
 pub struct App {
-    state: Arc<AppState>,
+    http: Arc<HttpContext>,
     listener: TcpListener,
     local_addr: SocketAddr,
     scheduler: Scheduler,
     embedded: Option<EmbeddedPostgres>,
+    shutdown: CancellationToken,
 }
 
 impl App {
     pub async fn build(config: Config) -> Result<Self, AppError> {
-        if config.auth_secret.is_none() && !config.bind.ip().is_loopback() {
-            if !config.insecure_open {
-                return Err(AppError::InsecureOpen(config.bind));
-            }
-            tracing::warn!(
-                bind = %config.bind,
-                "INSECURE: open mode on a non-loopback address; anyone who can reach this \
-                 server can log in as any user and read every room"
-            );
-        }
+        check_open_mode(&config)?;
         let listener = TcpListener::bind(config.bind)
             .await
-            .map_err(|source| AppError::Bind {
+            .map_err(|source| StartError::Bind {
                 addr: config.bind,
                 source,
             })?;
-        let local_addr = listener.local_addr().map_err(|source| AppError::Bind {
+        let local_addr = listener.local_addr().map_err(|source| StartError::Bind {
             addr: config.bind,
             source,
         })?;
-        let (options, embedded) = match &config.database_url {
-            Some(url) => (
-                PgConnectOptions::from_str(url).map_err(AppError::DatabaseUrl)?,
-                None,
-            ),
-            None => {
-                let pg = EmbeddedPostgres::start(EmbeddedOptions {
-                    root: config.data_dir.join("pg"),
-                    ephemeral: false,
-                })
-                .await?;
-                (pg.connect_options(), Some(pg))
-            }
-        };
-        let node = config.node()?;
-        let store = Store::connect(options).await?;
+        let (options, embedded) = database(&config).await?;
+        let store = Store::connect(options).await.map_err(StartError::from)?;
         let shutdown = CancellationToken::new();
-        let rates = Arc::new(RateLimits::new(&config.limits));
         let metrics = Arc::new(Metrics::default());
-        let rooms = Rooms::new(
-            store,
-            RoomSettings {
-                limits: config.message_limits(),
-                default_destroy_delay_secs: config.room_destroy_delay,
-                reconnect_grace: config.reconnect_grace,
-                node,
-                join_limits: JoinLimits {
-                    max_rooms_per_user: config.limits.max_rooms_per_user,
-                    max_members_per_room: config.limits.max_members_per_room,
-                    max_rooms: config.limits.max_rooms,
-                },
-            },
-            rates.clone(),
-            metrics.clone(),
-            shutdown.clone(),
-        );
-        let auth = Authenticator::new(
-            config.auth_secret.as_ref().map(Secret::expose),
-            config.admin_token.as_ref().map(Secret::expose),
-        );
-        let rooms = Arc::new(rooms);
-        rooms.expire_previous_run().await?;
+        let rates = Arc::new(RateLimits::new(&config.limits));
+        let sessions = sessions(&config, &store, &metrics, &rates, &shutdown).await?;
         let retention = config.history_retention.map(|window| Retention {
             window,
             schedule: config.retention_schedule.clone(),
         });
-        let scheduler = Scheduler::start(
-            rooms.store().clone(),
-            metrics.clone(),
-            rates.clone(),
-            retention,
-        )
-        .await?;
-        let connections = Connections::new(
-            config.limits.max_connections,
-            config.limits.max_connections_per_user,
-        );
-        if auth.is_open() {
+        let scheduler = Scheduler::start(store.clone(), metrics.clone(), rates, retention)
+            .await
+            .map_err(StartError::from)?;
+        if sessions.auth.is_open() {
             tracing::warn!(
                 "no auth secret: open mode, any userID may log in (local development only)"
             );
         }
+        let http = Arc::new(HttpContext {
+            store,
+            auth: sessions.auth.clone(),
+            metrics,
+            sessions,
+            trust_forwarded_for: config.trust_forwarded_for,
+        });
         Ok(Self {
-            state: Arc::new(AppState {
-                config,
-                rooms,
-                auth,
-                metrics,
-                rates,
-                connections,
-                shutdown,
-                sessions: TaskTracker::new(),
-            }),
+            http,
             listener,
             local_addr,
             scheduler,
             embedded,
+            shutdown,
         })
     }
 
@@ -182,81 +121,108 @@ impl App {
         self.local_addr
     }
 
-    pub fn port(&self) -> u16 {
-        self.local_addr.port()
-    }
-
     /// Cancel this token to stop the server (what SIGINT/SIGTERM do).
     pub fn shutdown_token(&self) -> CancellationToken {
-        self.state.shutdown.clone()
+        self.shutdown.clone()
     }
 
     /// Serves until the shutdown token is cancelled, then stops accepting,
     /// closes every WebSocket with a Close frame, and stops the embedded
     /// PostgreSQL if there is one.
     pub async fn run_until_stopped(self) {
-        let App {
-            state,
-            listener,
-            local_addr,
-            scheduler,
-            embedded,
-        } = self;
+        let local_addr = self.local_addr;
         tracing::info!(%local_addr, "roomd listening");
-        // Our own accept loop (as warp's `Server` does it), so `/v1/ws` can be
-        // upgraded by roomd with its own buffer sizes; see `http::serve_request`.
-        let routes = warp::service(crate::http::routes(state.clone()));
-        let graceful = hyper_util::server::graceful::GracefulShutdown::new();
-        loop {
-            let (tcp, peer) = tokio::select! {
-                accepted = listener.accept() => match accepted {
-                    Ok(accepted) => accepted,
-                    Err(e) => {
-                        // Out of file descriptors and the like: back off, keep serving.
-                        tracing::warn!(error = %e, "accept failed");
-                        tokio::time::sleep(Duration::from_millis(50)).await;
-                        continue;
-                    }
-                },
-                () = state.shutdown.cancelled() => break,
-            };
-            let _ = tcp.set_nodelay(true);
-            let (state, routes) = (state.clone(), routes.clone());
-            let service = hyper::service::service_fn(move |req| {
-                crate::http::serve_request(req, peer, state.clone(), routes.clone())
-            });
-            let watcher = graceful.watcher();
-            tokio::spawn(async move {
-                let builder = hyper_util::server::conn::auto::Builder::new(
-                    hyper_util::rt::TokioExecutor::new(),
-                );
-                let connection = builder
-                    .serve_connection_with_upgrades(hyper_util::rt::TokioIo::new(tcp), service);
-                if let Err(e) = watcher.watch(connection).await {
-                    tracing::debug!(error = %e, "HTTP connection ended with an error");
-                }
-            });
-        }
-        drop(listener);
-        if tokio::time::timeout(SESSION_DRAIN, graceful.shutdown())
-            .await
-            .is_err()
-        {
-            tracing::warn!("some HTTP requests did not finish within {SESSION_DRAIN:?}");
-        }
-        state.sessions.close();
-        if tokio::time::timeout(SESSION_DRAIN, state.sessions.wait())
+        http::serve(self.listener, self.http.clone(), self.shutdown.clone()).await;
+        let sessions = &self.http.sessions;
+        sessions.sessions.close();
+        if tokio::time::timeout(SESSION_DRAIN, sessions.sessions.wait())
             .await
             .is_err()
         {
             tracing::warn!("some connections did not close within {SESSION_DRAIN:?}");
         }
-        state.rooms.wait_background().await;
-        scheduler.stop().await;
-        state.rooms.store().close().await;
-        if let Some(pg) = embedded {
+        sessions.rooms.wait_background().await;
+        self.scheduler.stop().await;
+        self.http.store.close().await;
+        if let Some(pg) = self.embedded {
             pg.stop().await;
         }
         tracing::info!("roomd stopped");
     }
+}
+
+/// Open mode on a reachable address lets anyone in as anyone: refused
+/// unless asked for by name.
+fn check_open_mode(config: &Config) -> Result<(), StartError> {
+    if config.auth_secret.is_some() || config.bind.ip().is_loopback() {
+        return Ok(());
+    }
+    if !config.insecure_open {
+        return Err(StartError::InsecureOpen(config.bind));
+    }
+    tracing::warn!(
+        bind = %config.bind,
+        "INSECURE: open mode on a non-loopback address; anyone who can reach this \
+         server can log in as any user and read every room"
+    );
+    Ok(())
+}
+
+/// The database to use: the configured URL, or a private cluster.
+async fn database(
+    config: &Config,
+) -> Result<(PgConnectOptions, Option<EmbeddedPostgres>), StartError> {
+    if let Some(url) = &config.database_url {
+        let options = PgConnectOptions::from_str(url).map_err(StartError::DatabaseUrl)?;
+        return Ok((options, None));
+    }
+    let pg = EmbeddedPostgres::start(EmbeddedOptions {
+        root: config.data_dir.join("pg"),
+        ephemeral: false,
+    })
+    .await?;
+    Ok((pg.connect_options(), Some(pg)))
+}
+
+/// The room service and everything a session needs; the previous run's
+/// leftover members are handled before the first connection.
+async fn sessions(
+    config: &Config,
+    store: &Store,
+    metrics: &Arc<Metrics>,
+    rates: &Arc<RateLimits>,
+    shutdown: &CancellationToken,
+) -> Result<Arc<SessionContext>, StartError> {
+    let settings = RoomSettings {
+        message_limits: (&config.limits).into(),
+        join_limits: (&config.limits).into(),
+        default_destroy_delay: config.room_destroy_delay,
+        reconnect_grace: config.reconnect_grace,
+        node: config.node()?,
+    };
+    let rooms = Rooms::new(
+        store.clone(),
+        settings,
+        rates.clone(),
+        metrics.clone(),
+        shutdown.clone(),
+    );
+    let rooms = Arc::new(rooms);
+    rooms.expire_previous_run().await?;
+    let auth = Authenticator::new(
+        config.auth_secret.as_ref().map(Secret::expose),
+        config.admin_token.as_ref().map(Secret::expose),
+    );
+    Ok(Arc::new(SessionContext {
+        rooms,
+        auth: Arc::new(auth),
+        rates: rates.clone(),
+        connections: Connections::new(
+            config.limits.max_connections,
+            config.limits.max_connections_per_user,
+        ),
+        settings: SessionSettings::from(config),
+        shutdown: shutdown.clone(),
+        sessions: TaskTracker::new(),
+    }))
 }

@@ -15,7 +15,7 @@ use crate::domain::{UserId, UserInfo, UserName};
 const LEEWAY_SECS: u64 = 30;
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
-pub enum AuthError {
+pub(crate) enum AuthError {
     #[error("a token is required")]
     Missing,
     #[error("the token is invalid: {0}")]
@@ -67,7 +67,7 @@ pub fn issue_token(
 
 /// The identity behind a REST request.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Reader {
+pub(crate) enum Reader {
     /// The admin token: reads every room, including destroyed rooms' history.
     Admin,
     /// Open mode with no admin token: reads everything (local development).
@@ -76,7 +76,7 @@ pub enum Reader {
     User(UserId),
 }
 
-pub struct Authenticator {
+pub(crate) struct Authenticator {
     jwt: Option<(DecodingKey, Validation)>,
     admin_token: Option<String>,
 }
@@ -92,7 +92,7 @@ impl std::fmt::Debug for Authenticator {
 }
 
 impl Authenticator {
-    pub fn new(secret: Option<&str>, admin_token: Option<&str>) -> Self {
+    pub(crate) fn new(secret: Option<&str>, admin_token: Option<&str>) -> Self {
         let jwt = secret.map(|secret| {
             let mut validation = Validation::new(Algorithm::HS256);
             validation.leeway = LEEWAY_SECS;
@@ -105,12 +105,12 @@ impl Authenticator {
         }
     }
 
-    pub fn is_open(&self) -> bool {
+    pub(crate) fn is_open(&self) -> bool {
         self.jwt.is_none()
     }
 
     /// Checks a `login`; returns the user as they will be known.
-    pub fn login(&self, claimed: UserInfo, token: Option<&str>) -> Result<UserInfo, AuthError> {
+    pub(crate) fn login(&self, claimed: UserInfo, token: Option<&str>) -> Result<UserInfo, AuthError> {
         let Some((key, validation)) = &self.jwt else {
             return Ok(claimed);
         };
@@ -141,7 +141,7 @@ impl Authenticator {
     }
 
     /// Decides who a REST request is, from its `Authorization` header.
-    pub fn reader(&self, authorization: Option<&str>) -> Result<Reader, AuthError> {
+    pub(crate) fn reader(&self, authorization: Option<&str>) -> Result<Reader, AuthError> {
         let bearer = authorization
             .and_then(|h| h.strip_prefix("Bearer "))
             .map(str::trim);

@@ -8,10 +8,9 @@ use std::path::PathBuf;
 use std::str::FromStr;
 use std::time::Duration;
 
-use clap::{Args, ValueEnum};
+use clap::{Args, FromArgMatches, ValueEnum};
 
 use crate::domain::{InvalidValue, NodeId};
-use crate::rooms::MessageLimits;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum LogFormat {
@@ -55,8 +54,28 @@ impl From<&str> for Secret {
     }
 }
 
+/// Every duration setting reads the same way: `30s`, `5m`, `1h 30m`, or a
+/// bare number of seconds.
 fn duration(s: &str) -> Result<Duration, humantime::DurationError> {
-    humantime::parse_duration(s)
+    match s.trim().parse::<u64>() {
+        Ok(secs) => Ok(Duration::from_secs(secs)),
+        Err(_) => humantime::parse_duration(s),
+    }
+}
+
+/// Longest `roomDestroyDelayTime`: three hours, as in ZIM.
+pub(crate) const MAX_DESTROY_DELAY: Duration = Duration::from_secs(10_800);
+
+/// A room-destroy delay: a duration of whole seconds up to [`MAX_DESTROY_DELAY`].
+fn destroy_delay(s: &str) -> Result<Duration, String> {
+    let delay = duration(s).map_err(|e| e.to_string())?;
+    if delay > MAX_DESTROY_DELAY || delay.subsec_nanos() != 0 {
+        return Err(format!(
+            "must be whole seconds from 0s to {}s",
+            MAX_DESTROY_DELAY.as_secs()
+        ));
+    }
+    Ok(delay)
 }
 
 #[derive(Debug, Clone, Args)]
@@ -98,11 +117,10 @@ pub struct Config {
     #[arg(long, env = "ROOMD_LOG_FORMAT", value_enum, default_value = "text")]
     pub log_format: LogFormat,
 
-    /// Seconds an empty room waits before it is destroyed, unless its
-    /// creator chose roomDestroyDelayTime (0..=10800).
-    #[arg(long, env = "ROOMD_ROOM_DESTROY_DELAY", default_value_t = 0,
-          value_parser = clap::value_parser!(u32).range(0..=10800))]
-    pub room_destroy_delay: u32,
+    /// How long an empty room waits before it is destroyed, unless its
+    /// creator chose roomDestroyDelayTime (0s..=3h, whole seconds).
+    #[arg(long, env = "ROOMD_ROOM_DESTROY_DELAY", default_value = "0s", value_parser = destroy_delay)]
+    pub room_destroy_delay: Duration,
 
     /// How long messages are kept (e.g. 30d); older ones are deleted by a
     /// daily job. Unset: keep forever.
@@ -201,6 +219,7 @@ pub struct Limits {
     #[arg(long, env = "ROOMD_ABUSE_LIMIT", default_value = "100")]
     pub abuse_limit: NonZeroU32,
 
+    /// The window --abuse-limit counts refusals in.
     #[arg(long, env = "ROOMD_ABUSE_WINDOW", default_value = "10s", value_parser = duration)]
     pub abuse_window: Duration,
 
@@ -226,18 +245,19 @@ pub struct Limits {
 }
 
 impl Config {
-    /// The defaults, as `roomd` with no flags would use (environment included).
+    /// The defaults, as `roomd` with no flags would use them, whatever the
+    /// environment says (so a developer's `ROOMD_*` variables cannot change
+    /// what tests run with).
     pub fn defaults() -> Self {
-        #[derive(clap::Parser)]
-        struct Only {
-            #[command(flatten)]
-            config: Config,
-        }
-        <Only as clap::Parser>::parse_from(["roomd"]).config
+        let command = Self::augment_args(clap::Command::new("roomd")).mut_args(|arg| arg.env(None));
+        let matches = command
+            .try_get_matches_from(["roomd"])
+            .expect("the defaults parse");
+        Self::from_arg_matches(&matches).expect("the defaults are a config")
     }
 
     /// The node id: as configured, or `<hostname>:<bind port>`.
-    pub fn node(&self) -> Result<NodeId, InvalidValue> {
+    pub(crate) fn node(&self) -> Result<NodeId, InvalidValue> {
         match &self.node_id {
             Some(id) => NodeId::parse(id.clone()),
             None => {
@@ -249,12 +269,31 @@ impl Config {
             }
         }
     }
+}
 
-    pub fn message_limits(&self) -> MessageLimits {
-        MessageLimits {
-            text_bytes: self.limits.max_text_bytes,
-            command_bytes: self.limits.max_command_bytes,
-            extended_data_bytes: self.limits.max_extended_data_bytes,
-        }
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_duration_setting_takes_units_or_bare_seconds() {
+        assert_eq!(duration("5").unwrap(), Duration::from_secs(5));
+        assert_eq!(duration("30s").unwrap(), Duration::from_secs(30));
+        assert_eq!(duration("5m").unwrap(), Duration::from_secs(300));
+        assert!(duration("soon").is_err());
+        assert_eq!(destroy_delay("5").unwrap(), Duration::from_secs(5));
+        assert_eq!(destroy_delay("3h").unwrap(), MAX_DESTROY_DELAY);
+        assert!(destroy_delay("3h 1s").is_err());
+        assert!(destroy_delay("1500ms").is_err());
+    }
+
+    #[test]
+    fn defaults_ignore_the_environment() {
+        // Parsing with every `env` removed is what makes this hold; a set
+        // variable cannot be tested here without racing other tests.
+        let defaults = Config::defaults();
+        assert_eq!(defaults.bind.to_string(), "127.0.0.1:8080");
+        assert_eq!(defaults.reconnect_grace, Duration::from_secs(30));
+        assert_eq!(defaults.room_destroy_delay, Duration::ZERO);
     }
 }

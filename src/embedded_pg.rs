@@ -111,7 +111,7 @@ impl EmbeddedPostgres {
     }
 
     /// Connection options for the `roomd` database of this cluster.
-    pub fn connect_options(&self) -> PgConnectOptions {
+    pub(crate) fn connect_options(&self) -> PgConnectOptions {
         PgConnectOptions::new()
             .socket(&self.socket_dir)
             .username(SUPERUSER)
@@ -127,7 +127,7 @@ impl EmbeddedPostgres {
     }
 
     /// Connection options for another database of this cluster.
-    pub fn connect_options_for(&self, database: &str) -> PgConnectOptions {
+    fn connect_options_for(&self, database: &str) -> PgConnectOptions {
         self.connect_options().database(database)
     }
 
@@ -181,7 +181,7 @@ impl Drop for EmbeddedPostgres {
 
 /// Finds `initdb` and `postgres`: PATH first, then the newest
 /// /usr/lib/postgresql/<version>/bin.
-pub fn find_bin_dir() -> Result<PathBuf, EmbeddedPgError> {
+fn find_bin_dir() -> Result<PathBuf, EmbeddedPgError> {
     let has_both = |dir: &Path| dir.join("initdb").is_file() && dir.join("postgres").is_file();
     if let Some(path) = std::env::var_os("PATH") {
         for dir in std::env::split_paths(&path) {
@@ -233,81 +233,111 @@ fn log_tail(log: &Path) -> String {
     lines[lines.len().saturating_sub(30)..].join("\n")
 }
 
+/// The folders and files of one cluster.
+struct Layout {
+    root: PathBuf,
+    data: PathBuf,
+    run: PathBuf,
+    log: PathBuf,
+}
+
 fn start_blocking(options: &EmbeddedOptions) -> Result<EmbeddedPostgres, EmbeddedPgError> {
     let bin = find_bin_dir()?;
     let account = server_account()?;
-    fs::create_dir_all(&options.root)
-        .map_err(io(format!("creating {}", options.root.display())))?;
-    let root = options
-        .root
-        .canonicalize()
-        .map_err(io(format!("resolving {}", options.root.display())))?;
-    let data = root.join("data");
-    let run = root.join("run");
-    let log = root.join("postgres.log");
-    fs::create_dir_all(&run).map_err(io(format!("creating {}", run.display())))?;
-    if root.join("run/.s.PGSQL.5432").as_os_str().len() > 100 {
-        return Err(EmbeddedPgError::SocketPathTooLong(run));
-    }
-    fs::set_permissions(&run, fs::Permissions::from_mode(0o700))
-        .map_err(io("securing the socket folder"))?;
+    let layout = prepare_folders(&options.root)?;
     if let Some(user) = &account {
-        for path in [&root, &run] {
-            chown(path, Some(user.uid), Some(user.gid)).map_err(|e| {
-                io(format!("handing {} to {}", path.display(), user.name))(e.into())
-            })?;
-        }
-        if log.exists() {
-            let _ = chown(&log, Some(user.uid), Some(user.gid));
-        }
-        // The server account must be able to reach `root` through its parent.
-        if let Some(parent) = root.parent() {
-            let mode = fs::metadata(parent)
-                .map_err(io("reading the data folder"))?
-                .permissions()
-                .mode();
-            if mode & 0o001 == 0 {
-                fs::set_permissions(parent, fs::Permissions::from_mode(mode | 0o711))
-                    .map_err(io("opening the data folder to the server account"))?;
-            }
+        hand_over(&layout, user)?;
+    }
+    if !layout.data.join("PG_VERSION").exists() {
+        init_cluster(&bin, &layout, &account, options.ephemeral)?;
+    }
+    let command = supervised_server(&bin, &layout, &account, options.ephemeral)?;
+    let started = spawn_supervisor(command, &layout)?;
+    wait_until_accepting(&started, &layout)?;
+    Ok(started)
+}
+
+/// Creates the cluster's folders; the socket folder is private.
+fn prepare_folders(root: &Path) -> Result<Layout, EmbeddedPgError> {
+    fs::create_dir_all(root).map_err(io(format!("creating {}", root.display())))?;
+    let root = root
+        .canonicalize()
+        .map_err(io(format!("resolving {}", root.display())))?;
+    let layout = Layout {
+        data: root.join("data"),
+        run: root.join("run"),
+        log: root.join("postgres.log"),
+        root,
+    };
+    fs::create_dir_all(&layout.run).map_err(io(format!("creating {}", layout.run.display())))?;
+    if layout.run.join(".s.PGSQL.5432").as_os_str().len() > 100 {
+        return Err(EmbeddedPgError::SocketPathTooLong(layout.run));
+    }
+    fs::set_permissions(&layout.run, fs::Permissions::from_mode(0o700))
+        .map_err(io("securing the socket folder"))?;
+    Ok(layout)
+}
+
+/// Gives the cluster's folders to the server account, and lets it reach
+/// them through their parent.
+fn hand_over(layout: &Layout, user: &User) -> Result<(), EmbeddedPgError> {
+    for path in [&layout.root, &layout.run] {
+        chown(path, Some(user.uid), Some(user.gid))
+            .map_err(|e| io(format!("handing {} to {}", path.display(), user.name))(e.into()))?;
+    }
+    if layout.log.exists() {
+        let _ = chown(&layout.log, Some(user.uid), Some(user.gid));
+    }
+    if let Some(parent) = layout.root.parent() {
+        let mode = fs::metadata(parent)
+            .map_err(io("reading the data folder"))?
+            .permissions()
+            .mode();
+        if mode & 0o001 == 0 {
+            fs::set_permissions(parent, fs::Permissions::from_mode(mode | 0o711))
+                .map_err(io("opening the data folder to the server account"))?;
         }
     }
+    Ok(())
+}
 
-    if !data.join("PG_VERSION").exists() {
-        let mut initdb = Command::new(bin.join("initdb"));
-        initdb
-            .arg("-D")
-            .arg(&data)
-            .args([
-                "-U",
-                SUPERUSER,
-                "-A",
-                "trust",
-                "-E",
-                "UTF8",
-                "--no-locale",
-                "--no-instructions",
-            ])
-            .stdin(Stdio::null());
-        if options.ephemeral {
-            initdb.arg("--no-sync");
-        }
-        as_account(&mut initdb, &account);
-        let out = initdb.output().map_err(io("running initdb"))?;
-        if !out.status.success() {
-            return Err(EmbeddedPgError::Failed {
-                step: "initdb",
-                status: out.status.to_string(),
-                log: String::from_utf8_lossy(&out.stderr).into_owned(),
-            });
-        }
+/// `initdb`: a UTF-8 cluster whose superuser is trusted on the private socket.
+fn init_cluster(
+    bin: &Path,
+    layout: &Layout,
+    account: &Option<User>,
+    ephemeral: bool,
+) -> Result<(), EmbeddedPgError> {
+    let mut initdb = Command::new(bin.join("initdb"));
+    initdb
+        .arg("-D")
+        .arg(&layout.data)
+        .args(["-U", SUPERUSER, "-A", "trust", "-E", "UTF8"])
+        .args(["--no-locale", "--no-instructions"])
+        .stdin(Stdio::null());
+    if ephemeral {
+        initdb.arg("--no-sync");
     }
+    as_account(&mut initdb, account);
+    let out = initdb.output().map_err(io("running initdb"))?;
+    if !out.status.success() {
+        return Err(EmbeddedPgError::Failed {
+            step: "initdb",
+            status: out.status.to_string(),
+            log: String::from_utf8_lossy(&out.stderr).into_owned(),
+        });
+    }
+    Ok(())
+}
 
+/// The server's settings: no TCP, the private socket; a throwaway cluster
+/// trades durability for speed and allows the test suite's connections.
+fn server_settings(layout: &Layout, ephemeral: bool) -> Vec<String> {
     let mut settings = vec![
         "listen_addresses=".to_string(),
-        format!("unix_socket_directories={}", run.display()),
+        format!("unix_socket_directories={}", layout.run.display()),
     ];
-    if options.ephemeral {
+    if ephemeral {
         settings.extend(
             [
                 "fsync=off",
@@ -318,48 +348,57 @@ fn start_blocking(options: &EmbeddedOptions) -> Result<EmbeddedPostgres, Embedde
             .map(String::from),
         );
     }
-    // The supervisor: forwards SIGTERM (or SIGINT) to PostgreSQL as a fast
-    // shutdown, waits for it, and removes an ephemeral cluster afterwards.
-    let script = r#"
-        trap 'kill -INT "$pid" 2>/dev/null' INT TERM
-        "$0" "$@" &
-        pid=$!
-        status=0
-        while kill -0 "$pid" 2>/dev/null; do
-            wait "$pid"
-            status=$?
-        done
-        if [ -n "$ROOMD_PG_REMOVE" ]; then rm -rf "$ROOMD_PG_REMOVE"; fi
-        exit "$status"
-    "#;
+    settings
+}
+
+/// The supervisor: forwards SIGTERM (or SIGINT) to PostgreSQL as a fast
+/// shutdown, waits for it, and removes an ephemeral cluster afterwards.
+const SUPERVISOR: &str = r#"
+    trap 'kill -INT "$pid" 2>/dev/null' INT TERM
+    "$0" "$@" &
+    pid=$!
+    status=0
+    while kill -0 "$pid" 2>/dev/null; do
+        wait "$pid"
+        status=$?
+    done
+    if [ -n "$ROOMD_PG_REMOVE" ]; then rm -rf "$ROOMD_PG_REMOVE"; fi
+    exit "$status"
+"#;
+
+/// `postgres` under the supervisor, logging to the cluster's log, in its
+/// own process group, told to stop when roomd goes.
+fn supervised_server(
+    bin: &Path,
+    layout: &Layout,
+    account: &Option<User>,
+    ephemeral: bool,
+) -> Result<Command, EmbeddedPgError> {
     let mut cmd = Command::new("/bin/sh");
     cmd.arg("-c")
-        .arg(script)
+        .arg(SUPERVISOR)
         .arg(bin.join("postgres"))
         .arg("-D")
-        .arg(&data);
-    for setting in &settings {
+        .arg(&layout.data);
+    for setting in server_settings(layout, ephemeral) {
         cmd.arg("-c").arg(setting);
     }
-    if options.ephemeral {
-        cmd.env("ROOMD_PG_REMOVE", &root);
+    if ephemeral {
+        cmd.env("ROOMD_PG_REMOVE", &layout.root);
     }
     let log_file = fs::OpenOptions::new()
         .create(true)
         .append(true)
-        .open(&log)
-        .map_err(io(format!("opening {}", log.display())))?;
-    if let Some(user) = &account {
-        let _ = chown(&log, Some(user.uid), Some(user.gid));
+        .open(&layout.log)
+        .map_err(io(format!("opening {}", layout.log.display())))?;
+    if let Some(user) = account {
+        let _ = chown(&layout.log, Some(user.uid), Some(user.gid));
     }
-    cmd.stdin(Stdio::null())
-        .stdout(
-            log_file
-                .try_clone()
-                .map_err(io("duplicating the log handle"))?,
-        )
-        .stderr(log_file);
-    as_account(&mut cmd, &account);
+    let log_copy = log_file
+        .try_clone()
+        .map_err(io("duplicating the log handle"))?;
+    cmd.stdin(Stdio::null()).stdout(log_copy).stderr(log_file);
+    as_account(&mut cmd, account);
     // Its own process group: a Ctrl-C in the terminal reaches roomd only,
     // which stops PostgreSQL after its last commits.
     cmd.process_group(0);
@@ -370,9 +409,13 @@ fn start_blocking(options: &EmbeddedOptions) -> Result<EmbeddedPostgres, Embedde
             nix::sys::prctl::set_pdeathsig(Signal::SIGTERM).map_err(std::io::Error::from)
         });
     }
+    Ok(cmd)
+}
 
-    // The parent-death signal fires when the *thread* that spawned the child
-    // ends, so spawn from a thread that lives exactly as long as the child.
+/// Spawns the supervisor. The parent-death signal fires when the *thread*
+/// that spawned the child ends, so it is spawned from a thread that lives
+/// exactly as long as the child.
+fn spawn_supervisor(mut cmd: Command, layout: &Layout) -> Result<EmbeddedPostgres, EmbeddedPgError> {
     let (spawned_tx, spawned_rx) = mpsc::channel();
     let (exited_tx, exited_rx) = mpsc::channel();
     std::thread::Builder::new()
@@ -392,17 +435,20 @@ fn start_blocking(options: &EmbeddedOptions) -> Result<EmbeddedPostgres, Embedde
         .recv()
         .expect("supervisor thread reports its spawn")
         .map_err(io("starting postgres"))?;
-
-    let started = EmbeddedPostgres {
-        socket_dir: run.clone(),
+    Ok(EmbeddedPostgres {
+        socket_dir: layout.run.clone(),
         supervisor: Pid::from_raw(pid as i32),
         exited: Some(exited_rx),
-    };
+    })
+}
+
+/// Waits until the socket accepts, or PostgreSQL exits, or time runs out.
+fn wait_until_accepting(started: &EmbeddedPostgres, layout: &Layout) -> Result<(), EmbeddedPgError> {
     let deadline = Instant::now() + START_TIMEOUT;
-    let socket = run.join(".s.PGSQL.5432");
+    let socket = layout.run.join(".s.PGSQL.5432");
     loop {
         if socket.exists() && std::os::unix::net::UnixStream::connect(&socket).is_ok() {
-            break;
+            return Ok(());
         }
         if let Some(exited) = &started.exited
             && exited.try_recv().is_ok()
@@ -410,13 +456,15 @@ fn start_blocking(options: &EmbeddedOptions) -> Result<EmbeddedPostgres, Embedde
             return Err(EmbeddedPgError::Failed {
                 step: "starting postgres",
                 status: "exited".into(),
-                log: log_tail(&log),
+                log: log_tail(&layout.log),
             });
         }
         if Instant::now() > deadline {
-            return Err(EmbeddedPgError::StartTimeout(START_TIMEOUT, log_tail(&log)));
+            return Err(EmbeddedPgError::StartTimeout(
+                START_TIMEOUT,
+                log_tail(&layout.log),
+            ));
         }
         std::thread::sleep(Duration::from_millis(50));
     }
-    Ok(started)
 }

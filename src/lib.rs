@@ -1,58 +1,66 @@
 //! roomd: a self-hosted, persistent chat-room server.
 //!
-//! Clients speak the wire contract of `PROTOCOL.md` over WebSocket; rooms,
-//! memberships and messages live in PostgreSQL; history is also readable over
-//! REST.
+//! Clients speak the wire protocol of `docs/protocol.md` over WebSocket;
+//! rooms, memberships and messages live in PostgreSQL; history is also
+//! readable over REST.
 //!
-//! # Layout
+//! # Map, from the top floor down (each imports only what is below it)
 //!
-//! - [`config`]: every setting, with its flag, environment variable and default.
-//! - [`app`]: builds the server from a config; shared by `main` and the tests.
-//! - [`protocol`]: wire types (requests, replies, events, error codes) and the decoder.
-//! - [`domain`]: validated values (`RoomId`, `UserId`, names, messages).
-//! - [`session`]: one WebSocket connection: login, dispatch, outbound queue, close.
-//! - [`rooms`]: room operations and their rules (create, join, enter, leave, send).
-//! - [`hub`]: local fan-out from rooms to this process's connections.
-//! - [`committer`]: group commit: concurrent sends share a transaction, then fan out.
-//! - [`store`]: all SQL, by table family; the database decides, memory only caches.
-//! - [`http`]: REST routes, health checks, and the WebSocket upgrade.
-//! - [`auth`]: login tokens and REST readers.
-//! - [`limits`]: request, message and login rates; connection counts.
-//! - [`scheduler`]: background jobs: empty-room destruction, history retention.
-//! - [`metrics`]: counters exposed at `GET /metrics`.
-//! - [`embedded_pg`]: a private PostgreSQL when no database URL is given.
-//! - [`telemetry`]: logging setup.
-//! - [`web`]: the chat page and the JavaScript client, embedded in the binary.
+//! - [`app`]: the composition root; builds everything from a [`Config`].
+//! - `http/`: the accept loop, REST reads, health and metrics, the embedded
+//!   chat page and JavaScript client, and REST's error type.
+//! - `ws/`: the WebSocket handshake, one session per connection
+//!   (`session.rs`), what each request does (`dispatch.rs`), the writer.
+//! - `rooms/`: the room service: one file per family of ops with its rules
+//!   (`entry.rs`, `membership.rs`, `messages.rs` with the group committer),
+//!   the local fan-out hub, and `error.rs`, the one mapping of any failure
+//!   to what a client is told.
+//! - `scheduler`: cron jobs: empty-room destruction, history retention.
+//! - `protocol/`: wire types: each op's request and reply (`ops.rs`),
+//!   events, error codes, and the decoder.
+//! - `store/`: all SQL, one file per table family; the database decides,
+//!   memory only caches.
+//! - `outbox`: a connection's bounded outbound queue, what rooms deliver
+//!   into and the writer drains.
+//! - `auth`, `limits`, `metrics`: login tokens and REST readers; rates,
+//!   counts and sizes; counters for `GET /metrics`.
+//! - `domain/`, [`config`]: validated values (ids, names, messages,
+//!   cursors) and every setting; they import nothing of ours but each other.
+//! - [`embedded_pg`], [`telemetry`]: the private PostgreSQL when no database
+//!   URL is given; logging.
+//!
+//! # Where an op lives
+//!
+//! Follow `sendRoomMessage` or `joinRoom` through four files:
+//!
+//! 1. `protocol/ops.rs`: its name in `decode_op`, its request fields
+//!    (decoded into validated values), its reply body.
+//! 2. `ws/dispatch.rs`: its arm, which calls the rule and queues the reply.
+//! 3. `rooms/messages.rs` (`Rooms::send`, then the committer's `commit` and
+//!    `fan_out`) or `rooms/entry.rs` (`Rooms::enter`): the rule, under the
+//!    room's hub lock, and the event fanned out after the commit.
+//! 4. `store/messages.rs` (`append_batch`) or `store/members.rs`
+//!    (`enter_room`): its SQL.
+//!
+//! Adding an op touches the same four: its types in `protocol/ops.rs`, one
+//! arm in `ws/dispatch.rs`, its rule in `rooms/`, its SQL in `store/`.
 
-pub mod app;
-pub mod auth;
-pub mod committer;
+mod app;
+mod auth;
 pub mod config;
-pub mod domain;
+mod domain;
 pub mod embedded_pg;
-pub mod http;
-pub mod hub;
-pub mod limits;
-pub mod metrics;
-pub mod protocol;
-pub mod rooms;
-pub mod scheduler;
-pub mod session;
-pub mod store;
+mod http;
+mod limits;
+mod metrics;
+mod outbox;
+mod protocol;
+mod rooms;
+mod scheduler;
+mod store;
 pub mod telemetry;
-pub mod web;
+mod ws;
 
 pub use app::{App, AppError};
+pub use auth::{IssueError, issue_token};
 pub use config::Config;
-
-/// A short id tying a client-visible internal error to its log line.
-pub fn correlation_id() -> String {
-    use std::sync::atomic::{AtomicU64, Ordering};
-    static NEXT: AtomicU64 = AtomicU64::new(0);
-    let n = NEXT.fetch_add(1, Ordering::Relaxed);
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.subsec_nanos())
-        .unwrap_or(0);
-    format!("{:x}-{n:x}", std::process::id() ^ nanos)
-}

@@ -1,7 +1,6 @@
-//! Abuse limits kept in memory: request, message and login rates (governor)
-//! and how many connections are open. Size limits live with the messages
-//! they bound ([`crate::rooms::MessageLimits`]); count limits that the
-//! database must decide (rooms, members) live in the store.
+//! Abuse limits: request, message and login rates (governor) and how many
+//! connections are open, kept in memory; and the size and count limits that
+//! rooms check ([`MessageLimits`]) or the database decides ([`JoinLimits`]).
 
 use std::collections::HashMap;
 use std::hash::Hash;
@@ -17,10 +16,49 @@ use governor::{DefaultDirectRateLimiter, DefaultKeyedRateLimiter, Quota, RateLim
 use crate::config::Limits;
 use crate::domain::UserId;
 
+/// Sizes a message may have; see `Limits` for their settings.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct MessageLimits {
+    /// `text` and `custom` bodies, in bytes.
+    pub(crate) text_bytes: usize,
+    /// `command` and `barrage` bodies, in bytes.
+    pub(crate) command_bytes: usize,
+    pub(crate) extended_data_bytes: usize,
+}
+
+impl From<&Limits> for MessageLimits {
+    fn from(limits: &Limits) -> Self {
+        Self {
+            text_bytes: limits.max_text_bytes,
+            command_bytes: limits.max_command_bytes,
+            extended_data_bytes: limits.max_extended_data_bytes,
+        }
+    }
+}
+
+/// Count limits checked inside the transaction that joins a user or creates
+/// a room, so the database decides them.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct JoinLimits {
+    pub(crate) max_rooms_per_user: u32,
+    pub(crate) max_members_per_room: u32,
+    pub(crate) max_rooms: u32,
+}
+
+impl From<&Limits> for JoinLimits {
+    fn from(limits: &Limits) -> Self {
+        Self {
+            max_rooms_per_user: limits.max_rooms_per_user,
+            max_members_per_room: limits.max_members_per_room,
+            max_rooms: limits.max_rooms,
+        }
+    }
+}
+
 /// Over a rate limit: how long until the next request would pass.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Limited {
-    pub retry_after: Duration,
+pub(crate) struct Limited {
+    pub(crate) retry_after: Duration,
 }
 
 fn quota(per_second: NonZeroU32, burst: NonZeroU32) -> Quota {
@@ -29,7 +67,7 @@ fn quota(per_second: NonZeroU32, burst: NonZeroU32) -> Quota {
 
 /// The rate limiters shared by every connection of this process.
 #[derive(Debug)]
-pub struct RateLimits {
+pub(crate) struct RateLimits {
     request_quota: Quota,
     abuse_quota: Quota,
     messages: DefaultKeyedRateLimiter<UserId>,
@@ -38,7 +76,7 @@ pub struct RateLimits {
 }
 
 impl RateLimits {
-    pub fn new(limits: &Limits) -> Self {
+    pub(crate) fn new(limits: &Limits) -> Self {
         let abuse_period = limits.abuse_window / limits.abuse_limit.get();
         let abuse_quota = Quota::with_period(abuse_period.max(Duration::from_nanos(1)))
             .expect("period is positive")
@@ -53,7 +91,7 @@ impl RateLimits {
     }
 
     /// Limits for one new connection.
-    pub fn for_connection(&self) -> ConnectionRates {
+    pub(crate) fn for_connection(&self) -> ConnectionRates {
         ConnectionRates {
             requests: RateLimiter::direct(self.request_quota),
             abuse: RateLimiter::direct(self.abuse_quota),
@@ -62,18 +100,18 @@ impl RateLimits {
     }
 
     /// One message from this user, whichever connection it comes from.
-    pub fn message(&self, user: &UserId) -> Result<(), Limited> {
+    pub(crate) fn message(&self, user: &UserId) -> Result<(), Limited> {
         check_keyed(&self.messages, user, &self.clock)
     }
 
     /// One login attempt from this address.
-    pub fn login(&self, ip: IpAddr) -> Result<(), Limited> {
+    pub(crate) fn login(&self, ip: IpAddr) -> Result<(), Limited> {
         check_keyed(&self.logins, &ip, &self.clock)
     }
 
     /// Forgets users and addresses that have been quiet long enough that
     /// their limiter is back at full burst, so the maps do not grow forever.
-    pub fn forget_idle(&self) {
+    pub(crate) fn forget_idle(&self) {
         self.messages.retain_recent();
         self.messages.shrink_to_fit();
         self.logins.retain_recent();
@@ -93,7 +131,7 @@ fn check_keyed<K: Hash + Eq + Clone>(
 
 /// The per-connection limiters.
 #[derive(Debug)]
-pub struct ConnectionRates {
+pub(crate) struct ConnectionRates {
     requests: DefaultDirectRateLimiter,
     /// Counts refused requests; running out means the client ignores limits.
     abuse: DefaultDirectRateLimiter,
@@ -102,7 +140,7 @@ pub struct ConnectionRates {
 
 impl ConnectionRates {
     /// One request on this connection.
-    pub fn request(&self) -> Result<(), Limited> {
+    pub(crate) fn request(&self) -> Result<(), Limited> {
         self.requests.check().map_err(|not_until| Limited {
             retry_after: not_until.wait_time_from(self.clock.now()),
         })
@@ -110,14 +148,14 @@ impl ConnectionRates {
 
     /// Records a refused request; false once the connection has been
     /// refused too often within the abuse window.
-    pub fn tolerate_refusal(&self) -> bool {
+    pub(crate) fn tolerate_refusal(&self) -> bool {
         self.abuse.check().is_ok()
     }
 }
 
 /// Open connections, in total and per logged-in user.
 #[derive(Debug)]
-pub struct Connections {
+pub(crate) struct Connections {
     total: AtomicU32,
     max_total: u32,
     per_user: Mutex<HashMap<UserId, u32>>,
@@ -126,14 +164,14 @@ pub struct Connections {
 
 /// Holds one place among the open connections until dropped.
 #[derive(Debug)]
-pub struct ConnectionSlot(Arc<Connections>);
+pub(crate) struct ConnectionSlot(Arc<Connections>);
 
 /// Holds one of a user's connection places until dropped.
 #[derive(Debug)]
-pub struct UserSlot(Arc<Connections>, UserId);
+pub(crate) struct UserSlot(Arc<Connections>, UserId);
 
 impl Connections {
-    pub fn new(max_total: u32, max_per_user: u32) -> Arc<Self> {
+    pub(crate) fn new(max_total: u32, max_per_user: u32) -> Arc<Self> {
         Arc::new(Self {
             total: AtomicU32::new(0),
             max_total,
@@ -143,7 +181,7 @@ impl Connections {
     }
 
     /// A place for a new connection, unless the process is full.
-    pub fn open(self: &Arc<Self>) -> Option<ConnectionSlot> {
+    pub(crate) fn open(self: &Arc<Self>) -> Option<ConnectionSlot> {
         self.total
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
                 (n < self.max_total).then_some(n + 1)
@@ -154,7 +192,7 @@ impl Connections {
 
     /// A place for one more connection of this user, unless they have
     /// reached their limit.
-    pub fn log_in(self: &Arc<Self>, user: &UserId) -> Option<UserSlot> {
+    pub(crate) fn log_in(self: &Arc<Self>, user: &UserId) -> Option<UserSlot> {
         let mut per_user = self.per_user.lock().expect("connection counts poisoned");
         let count = per_user.entry(user.clone()).or_insert(0);
         if *count >= self.max_per_user {

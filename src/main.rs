@@ -50,7 +50,7 @@ async fn main() -> anyhow::Result<()> {
         auth_secret,
     }) = cli.command
     {
-        let token = roomd::auth::issue_token(&auth_secret, &user, name.as_deref(), ttl)
+        let token = roomd::issue_token(&auth_secret, &user, name.as_deref(), ttl)
             .context("cannot issue the token")?;
         println!("{token}");
         return Ok(());

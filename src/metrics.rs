@@ -8,23 +8,23 @@ use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
 #[derive(Debug)]
-pub struct Metrics {
+pub(crate) struct Metrics {
     registry: Registry,
     /// Empty rooms destroyed by this process's sweeper.
-    pub rooms_destroyed: Counter,
+    pub(crate) rooms_destroyed: Counter,
     /// Sweeps run, failed or not.
-    pub sweeps: Counter,
+    pub(crate) sweeps: Counter,
     /// Sweeps that hit a database error (retried at the next tick).
-    pub sweep_failures: Counter,
+    pub(crate) sweep_failures: Counter,
     /// Wall time of one sweep, in seconds.
-    pub sweep_seconds: Histogram,
+    pub(crate) sweep_seconds: Histogram,
     /// Retention runs completed, and messages they deleted.
-    pub retention_runs: Counter,
-    pub retention_failures: Counter,
-    pub messages_expired: Counter,
+    pub(crate) retention_runs: Counter,
+    pub(crate) retention_failures: Counter,
+    pub(crate) messages_expired: Counter,
     /// Messages per group-commit transaction: how well concurrent sends
     /// share commits (PostgreSQL's insert ceiling depends on it).
-    pub commit_batch_messages: Histogram,
+    pub(crate) commit_batch_messages: Histogram,
 }
 
 impl Default for Metrics {
@@ -86,7 +86,7 @@ impl Default for Metrics {
 
 impl Metrics {
     /// The OpenMetrics text exposition of every metric.
-    pub fn render(&self) -> String {
+    pub(crate) fn render(&self) -> String {
         let mut out = String::new();
         encode(&mut out, &self.registry).expect("writing to a String cannot fail");
         out

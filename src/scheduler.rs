@@ -30,7 +30,7 @@ const SWEEP_BATCH: i64 = 500;
 const RETENTION_BATCH: i64 = 1000;
 
 #[derive(Debug, thiserror::Error)]
-pub enum SchedulerError {
+pub(crate) enum SchedulerError {
     #[error("invalid retention schedule {schedule:?}: {source}")]
     Schedule {
         schedule: String,
@@ -43,19 +43,19 @@ pub enum SchedulerError {
 
 /// How long history is kept, and when the retention job runs.
 #[derive(Debug, Clone)]
-pub struct Retention {
-    pub window: Duration,
-    pub schedule: String,
+pub(crate) struct Retention {
+    pub(crate) window: Duration,
+    pub(crate) schedule: String,
 }
 
-pub struct Scheduler {
+pub(crate) struct Scheduler {
     jobs: JobScheduler,
     /// Job bodies in flight, so shutdown can wait for them.
     running: TaskTracker,
 }
 
 impl Scheduler {
-    pub async fn start(
+    pub(crate) async fn start(
         store: Store,
         metrics: Arc<Metrics>,
         rates: Arc<RateLimits>,
@@ -105,7 +105,7 @@ impl Scheduler {
     }
 
     /// Stops firing jobs and waits for the running ones to finish.
-    pub async fn stop(mut self) {
+    pub(crate) async fn stop(mut self) {
         if let Err(e) = self.jobs.shutdown().await {
             tracing::warn!(error = %e, "job scheduler did not shut down cleanly");
         }
@@ -115,7 +115,7 @@ impl Scheduler {
 }
 
 /// Destroys every room whose destruction time has passed.
-pub async fn sweep(store: &Store, metrics: &Metrics) {
+pub(crate) async fn sweep(store: &Store, metrics: &Metrics) {
     let started = Instant::now();
     let mut destroyed = 0usize;
     let outcome = loop {
@@ -153,7 +153,7 @@ pub async fn sweep(store: &Store, metrics: &Metrics) {
 }
 
 /// Deletes messages older than the retention window.
-pub async fn expire_history(store: &Store, metrics: &Metrics, window: Duration) {
+pub(crate) async fn expire_history(store: &Store, metrics: &Metrics, window: Duration) {
     let Ok(window_chrono) = chrono::Duration::from_std(window) else {
         tracing::warn!(
             ?window,

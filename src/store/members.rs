@@ -1,13 +1,90 @@
 //! Room membership: one row per (room, user), however many connections.
+//! Joining (with the count limits, and creating the room first when asked)
+//! and leaving both decide here, in one transaction each.
 
+use chrono::{DateTime, Utc};
+use sqlx::PgConnection;
+
+use super::lifecycle::{NewRoom, create_in, stored_name};
 use super::{Store, StoreError};
-use crate::domain::{RoomId, UserId, UserInfo, UserName};
+use crate::domain::{NodeId, RoomId, RoomName, UserId, UserInfo, UserName};
+use crate::limits::JoinLimits;
+
+/// What a join does about the room's existence.
+#[derive(Debug, Clone)]
+pub(crate) enum Entry<'a> {
+    /// The room must exist (`joinRoom`).
+    Join,
+    /// The room is created unless it exists (`enterRoom`).
+    CreateOrJoin(NewRoom<'a>),
+    /// The room must not exist yet (`createRoom`).
+    Create(NewRoom<'a>),
+}
+
+/// The outcome of joining: the room as stored, its newest seq, and whether
+/// the user became a member just now (false when they already were).
+#[derive(Debug, Clone)]
+pub(crate) struct Joined {
+    pub(crate) room_name: RoomName,
+    pub(crate) last_seq: i64,
+    pub(crate) newly_joined: bool,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum JoinError {
+    #[error("room does not exist")]
+    NotFound,
+    #[error("room already exists")]
+    Exists,
+    #[error("the server has reached its limit of {0} rooms")]
+    RoomLimit(u32),
+    #[error("the user is already in {0} rooms, the most allowed")]
+    UserRoomLimit(u32),
+    #[error("the room has reached its limit of {0} members")]
+    RoomFull(u32),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+impl From<sqlx::Error> for JoinError {
+    fn from(e: sqlx::Error) -> Self {
+        JoinError::Store(e.into())
+    }
+}
 
 impl Store {
+    /// Makes `user` a member of the room (idempotent), creating the room
+    /// first when `entry` says so, all in one transaction.
+    pub(crate) async fn enter_room(
+        &self,
+        room_id: &RoomId,
+        entry: Entry<'_>,
+        user: &UserInfo,
+        node: &NodeId,
+        limits: JoinLimits,
+    ) -> Result<Joined, JoinError> {
+        let mut tx = self.pool.begin().await?;
+        let (room, must_be_new) = match &entry {
+            Entry::Join => (None, false),
+            Entry::CreateOrJoin(room) => (Some(room), false),
+            Entry::Create(room) => (Some(room), true),
+        };
+        if let Some(room) = room {
+            match create_in(&mut tx, room, limits).await? {
+                None => return Err(JoinError::RoomLimit(limits.max_rooms)),
+                Some(false) if must_be_new => return Err(JoinError::Exists),
+                Some(_) => {}
+            }
+        }
+        let joined = join_in(&mut tx, room_id, user, node, limits).await?;
+        tx.commit().await?;
+        Ok(joined)
+    }
+
     /// Removes the user from the room. Returns whether they were a member.
     /// When the room is left empty its `empty_since` is set, in the same
     /// transaction, so the destruction countdown cannot be lost.
-    pub async fn leave_room(&self, room_id: &RoomId, user_id: &UserId) -> Result<bool, StoreError> {
+    pub(crate) async fn leave_room(&self, room_id: &RoomId, user_id: &UserId) -> Result<bool, StoreError> {
         let mut tx = self.pool.begin().await?;
         // Serializes leaves and joins of one room so "am I the last one" is exact.
         let room = sqlx::query!(
@@ -45,7 +122,7 @@ impl Store {
     }
 
     /// Whether the user is a member of the room right now.
-    pub async fn is_member(&self, room_id: &RoomId, user_id: &UserId) -> Result<bool, StoreError> {
+    pub(crate) async fn is_member(&self, room_id: &RoomId, user_id: &UserId) -> Result<bool, StoreError> {
         Ok(sqlx::query_scalar!(
             r#"select exists (select 1 from members where room_id = $1 and user_id = $2) as "member!""#,
             room_id.as_str(),
@@ -57,7 +134,7 @@ impl Store {
 
     /// One page of members ordered by user id, starting after `after`.
     /// Returns the page and the `nextFlag` that continues it (`""` at the end).
-    pub async fn member_page(
+    pub(crate) async fn member_page(
         &self,
         room_id: &RoomId,
         after: Option<&str>,
@@ -92,7 +169,7 @@ impl Store {
         Ok((members, next_flag))
     }
 
-    pub async fn member_count(&self, room_id: &RoomId) -> Result<i64, StoreError> {
+    pub(crate) async fn member_count(&self, room_id: &RoomId) -> Result<i64, StoreError> {
         Ok(sqlx::query_scalar!(
             r#"select count(*) as "count!" from members where room_id = $1"#,
             room_id.as_str()
@@ -100,4 +177,155 @@ impl Store {
         .fetch_one(&self.pool)
         .await?)
     }
+
+    /// Removes the memberships this node left behind: those not claimed
+    /// again since `before` (its start-up). Nobody was connected to the node
+    /// when it started, so any membership a user did not come back to claim
+    /// is stale. Rooms they leave empty become empty as of now. Returns who
+    /// left which room.
+    pub(crate) async fn clear_stale_members(
+        &self,
+        node: &NodeId,
+        before: DateTime<Utc>,
+    ) -> Result<Vec<(RoomId, UserInfo)>, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let gone = sqlx::query!(
+            "delete from members where node_id = $1 and claimed_at < $2
+             returning room_id, user_id, user_name",
+            node.as_str(),
+            before
+        )
+        .fetch_all(&mut *tx)
+        .await?;
+        let rooms: Vec<String> = gone.iter().map(|m| m.room_id.clone()).collect();
+        sqlx::query!(
+            "update rooms r
+                set empty_since = now(),
+                    destroy_at = now() + make_interval(secs => r.destroy_delay_secs)
+              where r.room_id = any($1)
+                and r.empty_since is null
+                and not exists (select 1 from members m where m.room_id = r.room_id)",
+            &rooms
+        )
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(gone
+            .into_iter()
+            .filter_map(|m| {
+                Some((
+                    RoomId::parse(m.room_id).ok()?,
+                    UserInfo {
+                        user_id: UserId::parse(m.user_id).ok()?,
+                        user_name: UserName::parse(m.user_name).ok()?,
+                    },
+                ))
+            })
+            .collect())
+    }
+
+}
+
+/// The room as a join sees it, share-locked until the join commits so it
+/// cannot be destroyed under it.
+struct RoomRow {
+    room_name: String,
+    empty_since: Option<DateTime<Utc>>,
+    last_seq: i64,
+}
+
+async fn join_in(
+    tx: &mut PgConnection,
+    room_id: &RoomId,
+    user: &UserInfo,
+    node: &NodeId,
+    limits: JoinLimits,
+) -> Result<Joined, JoinError> {
+    let room = sqlx::query_as!(
+        RoomRow,
+        "select r.room_name, r.empty_since, s.last_seq
+         from rooms r join room_streams s on s.room_id = r.room_id
+         where r.room_id = $1
+         for share of r",
+        room_id.as_str()
+    )
+    .fetch_optional(&mut *tx)
+    .await?
+    .ok_or(JoinError::NotFound)?;
+    let already = sqlx::query_scalar!(
+        r#"select exists (select 1 from members where room_id = $1 and user_id = $2) as "member!""#,
+        room_id.as_str(),
+        user.user_id.as_str()
+    )
+    .fetch_one(&mut *tx)
+    .await?;
+    if !already {
+        check_counts(tx, room_id, &user.user_id, limits).await?;
+    }
+    let newly_joined = claim(tx, room_id, user, node).await?;
+    if room.empty_since.is_some() {
+        sqlx::query!(
+            "update rooms set empty_since = null, destroy_at = null where room_id = $1",
+            room_id.as_str()
+        )
+        .execute(&mut *tx)
+        .await?;
+    }
+    Ok(Joined {
+        room_name: stored_name(room.room_name),
+        last_seq: room.last_seq,
+        newly_joined,
+    })
+}
+
+/// The limits a new member must fit: rooms per user, members per room.
+async fn check_counts(
+    tx: &mut PgConnection,
+    room_id: &RoomId,
+    user_id: &UserId,
+    limits: JoinLimits,
+) -> Result<(), JoinError> {
+    let rooms_of_user = sqlx::query_scalar!(
+        r#"select count(*) as "count!" from members where user_id = $1"#,
+        user_id.as_str()
+    )
+    .fetch_one(&mut *tx)
+    .await?;
+    if rooms_of_user >= i64::from(limits.max_rooms_per_user) {
+        return Err(JoinError::UserRoomLimit(limits.max_rooms_per_user));
+    }
+    // Bounded: never reads more index entries than the limit.
+    let members = sqlx::query_scalar!(
+        r#"select count(*) as "count!" from (select 1 from members where room_id = $1 limit $2) m"#,
+        room_id.as_str(),
+        i64::from(limits.max_members_per_room)
+    )
+    .fetch_one(&mut *tx)
+    .await?;
+    if members >= i64::from(limits.max_members_per_room) {
+        return Err(JoinError::RoomFull(limits.max_members_per_room));
+    }
+    Ok(())
+}
+
+/// Inserts the membership, or claims it again (for this node, now) on a
+/// re-join; `xmax = 0` tells a fresh row from an updated one.
+async fn claim(
+    tx: &mut PgConnection,
+    room_id: &RoomId,
+    user: &UserInfo,
+    node: &NodeId,
+) -> Result<bool, JoinError> {
+    Ok(sqlx::query_scalar!(
+        r#"insert into members (room_id, user_id, user_name, node_id) values ($1, $2, $3, $4)
+           on conflict (room_id, user_id)
+           do update set claimed_at = now(), node_id = excluded.node_id
+           returning (xmax = 0) as "inserted!""#,
+        room_id.as_str(),
+        user.user_id.as_str(),
+        user.user_name.as_str(),
+        node.as_str(),
+    )
+    .fetch_one(&mut *tx)
+    .await?)
 }

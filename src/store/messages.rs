@@ -1,29 +1,56 @@
 //! Stored room messages and the per-room seq stream they advance.
 
-use chrono::{DateTime, Utc};
-
 use std::collections::HashMap;
 
+use chrono::{DateTime, Utc};
+use sqlx::PgConnection;
+
 use super::{Store, StoreError};
-use crate::domain::{ClientMessageId, MessageType, Priority, RoomId, RoomMessage, UserId};
-use crate::protocol::HistoryCursor;
+use crate::domain::{
+    ClientMessageId, HistoryCursor, MessageType, Priority, RoomId, RoomMessage, TimeRange, UserId,
+};
 
 /// A message about to be stored; the store assigns id, seq and timestamp.
 #[derive(Debug, Clone)]
-pub struct Pending {
-    pub room_id: RoomId,
-    pub sender: UserId,
-    pub kind: MessageType,
-    pub body: String,
-    pub extended_data: String,
-    pub priority: Priority,
-    pub client_message_id: Option<ClientMessageId>,
+pub(crate) struct Pending {
+    pub(crate) room_id: RoomId,
+    pub(crate) sender: UserId,
+    pub(crate) kind: MessageType,
+    pub(crate) body: String,
+    pub(crate) extended_data: String,
+    pub(crate) priority: Priority,
+    pub(crate) client_message_id: Option<ClientMessageId>,
 }
+
+impl Pending {
+    /// Its idempotency key, borrowed, when it has one.
+    fn key(&self) -> Option<Key<'_>> {
+        let cmid = self.client_message_id.as_ref()?;
+        Some((self.room_id.as_str(), self.sender.as_str(), cmid.as_str()))
+    }
+
+    fn stored_as(&self, id: i64, seq: i64, created_at: DateTime<Utc>) -> RoomMessage {
+        RoomMessage {
+            message_id: id,
+            seq,
+            room_id: self.room_id.clone(),
+            sender_user_id: self.sender.clone(),
+            kind: self.kind,
+            message: self.body.clone(),
+            extended_data: self.extended_data.clone(),
+            priority: self.priority,
+            timestamp: created_at.timestamp_millis(),
+        }
+    }
+}
+
+/// `(room, sender, clientMessageID)`: what makes two sends the same message.
+type Key<'a> = (&'a str, &'a str, &'a str);
 
 /// The result of an append: stored now, or found stored by an earlier send
 /// with the same `clientMessageID`.
 #[derive(Debug, Clone)]
-pub enum Appended {
+pub(crate) enum Appended {
     Stored(RoomMessage),
     Duplicate(RoomMessage),
 }
@@ -59,18 +86,75 @@ impl MessageRow {
     }
 }
 
-/// A message's idempotency key, when it has one.
-fn key_of(m: &Pending) -> Option<(String, String, String)> {
-    m.client_message_id
-        .as_ref()
-        .map(|c| (m.room_id.to_string(), m.sender.to_string(), c.to_string()))
+/// What becomes of each message of a batch, worked out phase by phase.
+struct Plan<'b> {
+    batch: &'b [Pending],
+    outcomes: Vec<Option<Appended>>,
+    /// `(later, first)`: a send repeating an earlier one of the same batch.
+    repeats: Vec<(usize, usize)>,
 }
 
-/// Optional time window of a REST history query: `since <= created_at < until`.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct TimeRange {
-    pub since: Option<DateTime<Utc>>,
-    pub until: Option<DateTime<Utc>>,
+impl<'b> Plan<'b> {
+    fn new(batch: &'b [Pending]) -> Self {
+        Self {
+            batch,
+            outcomes: vec![None; batch.len()],
+            repeats: Vec::new(),
+        }
+    }
+
+    /// Marks resends of messages stored by earlier batches.
+    fn resent(&mut self, originals: Vec<(MessageRow, String)>) {
+        let mut by_key: HashMap<Key<'b>, Vec<usize>> = HashMap::new();
+        for (i, m) in self.batch.iter().enumerate() {
+            if let Some(key) = m.key() {
+                by_key.entry(key).or_default().push(i);
+            }
+        }
+        for (row, cmid) in originals {
+            let key = (row.room_id.as_str(), row.sender_user_id.as_str(), cmid.as_str());
+            let Some(indices) = by_key.get(&key).cloned() else {
+                continue;
+            };
+            let original = row.into_message().map(Appended::Duplicate);
+            for i in indices {
+                self.outcomes[i] = original.clone();
+            }
+        }
+    }
+
+    /// The messages to store: everything not resent, and of several sends
+    /// with one key in this batch only the first.
+    fn split_repeats(&mut self) -> Vec<usize> {
+        let mut first_of: HashMap<Key<'b>, usize> = HashMap::new();
+        let mut to_store = Vec::with_capacity(self.batch.len());
+        for (i, m) in self.batch.iter().enumerate() {
+            if self.outcomes[i].is_some() {
+                continue;
+            }
+            match m.key().map(|key| *first_of.entry(key).or_insert(i)) {
+                Some(first) if first != i => self.repeats.push((i, first)),
+                _ => to_store.push(i),
+            }
+        }
+        to_store
+    }
+
+    /// Outcomes in batch order; repeats get what their first send got.
+    fn finish(mut self) -> Result<Vec<Appended>, StoreError> {
+        for (later, first) in std::mem::take(&mut self.repeats) {
+            self.outcomes[later] = match &self.outcomes[first] {
+                Some(Appended::Stored(m) | Appended::Duplicate(m)) => {
+                    Some(Appended::Duplicate(m.clone()))
+                }
+                None => None,
+            };
+        }
+        self.outcomes
+            .into_iter()
+            .map(|o| o.ok_or(StoreError::Invariant("a message of the batch has no outcome")))
+            .collect()
+    }
 }
 
 impl Store {
@@ -79,192 +163,25 @@ impl Store {
     /// that contiguous range in batch order. A message whose
     /// `clientMessageID` is already stored (or earlier in the batch) is not
     /// stored again; its outcome is the original. Outcomes are in batch order.
-    pub async fn append_batch(&self, batch: &[Pending]) -> Result<Vec<Appended>, StoreError> {
+    pub(crate) async fn append_batch(&self, batch: &[Pending]) -> Result<Vec<Appended>, StoreError> {
         let mut tx = self.pool.begin().await?;
-        let mut outcomes: Vec<Option<Appended>> = vec![None; batch.len()];
-
-        // Resends of messages stored earlier.
-        let keyed: Vec<&Pending> = batch
-            .iter()
-            .filter(|m| m.client_message_id.is_some())
-            .collect();
-        if !keyed.is_empty() {
-            let rooms: Vec<String> = keyed.iter().map(|m| m.room_id.to_string()).collect();
-            let senders: Vec<String> = keyed.iter().map(|m| m.sender.to_string()).collect();
-            let cmids: Vec<String> = keyed
-                .iter()
-                .map(|m| {
-                    m.client_message_id
-                        .as_ref()
-                        .map(ToString::to_string)
-                        .unwrap_or_default()
-                })
-                .collect();
-            let stored = sqlx::query!(
-                r#"select m.id, m.seq, m.room_id, m.sender_user_id, m.kind, m.body, m.extended_data,
-                          m.priority, m.created_at, m.client_message_id as "client_message_id!"
-                   from messages m
-                   join unnest($1::text[], $2::text[], $3::text[]) as k(room_id, sender, cmid)
-                     on m.room_id = k.room_id and m.sender_user_id = k.sender
-                    and m.client_message_id = k.cmid"#,
-                &rooms,
-                &senders,
-                &cmids
-            )
-            .fetch_all(&mut *tx)
-            .await?;
-            for row in stored {
-                let key = (
-                    row.room_id.clone(),
-                    row.sender_user_id.clone(),
-                    row.client_message_id.clone(),
-                );
-                let original = MessageRow {
-                    id: row.id,
-                    seq: row.seq,
-                    room_id: row.room_id,
-                    sender_user_id: row.sender_user_id,
-                    kind: row.kind,
-                    body: row.body,
-                    extended_data: row.extended_data,
-                    priority: row.priority,
-                    created_at: row.created_at,
-                }
-                .into_message();
-                for (i, m) in batch.iter().enumerate() {
-                    if key_of(m).as_ref() == Some(&key) {
-                        outcomes[i] = original.clone().map(Appended::Duplicate);
-                    }
-                }
-            }
-        }
-        // Within the batch, the first of several sends with one id is stored.
-        let mut first_of: HashMap<(String, String, String), usize> = HashMap::new();
-        let mut later: Vec<(usize, usize)> = Vec::new();
-        for (i, m) in batch.iter().enumerate() {
-            if outcomes[i].is_some() {
-                continue;
-            }
-            if let Some(key) = key_of(m) {
-                match first_of.get(&key) {
-                    Some(&first) => later.push((i, first)),
-                    None => {
-                        first_of.insert(key, i);
-                    }
-                }
-            }
-        }
-        let to_store: Vec<usize> = (0..batch.len())
-            .filter(|i| outcomes[*i].is_none() && !later.iter().any(|(l, _)| l == i))
-            .collect();
-
+        let mut plan = Plan::new(batch);
+        plan.resent(stored_originals(&mut tx, batch).await?);
+        let to_store = plan.split_repeats();
         if !to_store.is_empty() {
-            // Advance each room's stream once; the row lock orders batches per room.
-            let mut counts: Vec<(String, i64)> = Vec::new();
-            for &i in &to_store {
-                let room = batch[i].room_id.to_string();
-                match counts.iter_mut().find(|(r, _)| *r == room) {
-                    Some((_, n)) => *n += 1,
-                    None => counts.push((room, 1)),
-                }
-            }
-            let (rooms, ns): (Vec<String>, Vec<i64>) = counts.iter().cloned().unzip();
-            let advanced = sqlx::query!(
-                "update room_streams s set last_seq = s.last_seq + v.n
-                 from unnest($1::text[], $2::bigint[]) as v(room_id, n)
-                 where s.room_id = v.room_id
-                 returning s.room_id, s.last_seq",
-                &rooms,
-                &ns
-            )
-            .fetch_all(&mut *tx)
-            .await?;
-            let mut next_seq: HashMap<String, i64> = HashMap::new();
-            for row in advanced {
-                let n = counts
-                    .iter()
-                    .find(|(r, _)| *r == row.room_id)
-                    .map_or(0, |(_, n)| *n);
-                next_seq.insert(row.room_id, row.last_seq - n + 1);
-            }
-            let mut seqs = Vec::with_capacity(to_store.len());
-            for &i in &to_store {
-                let next = next_seq
-                    .get_mut(batch[i].room_id.as_str())
-                    .ok_or_else(|| StoreError::Fault(sqlx::Error::RowNotFound))?;
-                seqs.push(*next);
-                *next += 1;
-            }
-            let column = |f: &dyn Fn(&Pending) -> String| -> Vec<String> {
-                to_store.iter().map(|&i| f(&batch[i])).collect()
-            };
-            let rooms = column(&|m| m.room_id.to_string());
-            let senders = column(&|m| m.sender.to_string());
-            let kinds = column(&|m| m.kind.as_str().to_owned());
-            let bodies = column(&|m| m.body.clone());
-            let extended = column(&|m| m.extended_data.clone());
-            let priorities = column(&|m| m.priority.as_str().to_owned());
-            let cmids: Vec<Option<String>> = to_store
-                .iter()
-                .map(|&i| batch[i].client_message_id.as_ref().map(ToString::to_string))
-                .collect();
-            let inserted = sqlx::query!(
-                r#"insert into messages
-                       (room_id, seq, sender_user_id, kind, body, extended_data, priority, client_message_id)
-                   select * from unnest($1::text[], $2::bigint[], $3::text[], $4::text[],
-                                        $5::text[], $6::text[], $7::text[], $8::text[])
-                   returning id, room_id, seq, created_at"#,
-                &rooms,
-                &seqs,
-                &senders,
-                &kinds,
-                &bodies,
-                &extended,
-                &priorities,
-                &cmids as &[Option<String>],
-            )
-            .fetch_all(&mut *tx)
-            .await?;
-            let inserted: HashMap<(String, i64), (i64, DateTime<Utc>)> = inserted
-                .into_iter()
-                .map(|r| ((r.room_id, r.seq), (r.id, r.created_at)))
-                .collect();
-            for (&i, seq) in to_store.iter().zip(&seqs) {
-                let m = &batch[i];
-                let &(id, created_at) = inserted
-                    .get(&(m.room_id.to_string(), *seq))
-                    .ok_or(StoreError::Fault(sqlx::Error::RowNotFound))?;
-                outcomes[i] = Some(Appended::Stored(RoomMessage {
-                    message_id: id,
-                    seq: *seq,
-                    room_id: m.room_id.clone(),
-                    sender_user_id: m.sender.clone(),
-                    kind: m.kind,
-                    message: m.body.clone(),
-                    extended_data: m.extended_data.clone(),
-                    priority: m.priority,
-                    timestamp: created_at.timestamp_millis(),
-                }));
+            let seqs = advance_streams(&mut tx, batch, &to_store).await?;
+            let stored = insert_messages(&mut tx, batch, &to_store, &seqs).await?;
+            for (i, message) in to_store.into_iter().zip(stored) {
+                plan.outcomes[i] = Some(Appended::Stored(message));
             }
         }
         tx.commit().await?;
-        for (i, first) in later {
-            outcomes[i] = match &outcomes[first] {
-                Some(Appended::Stored(m) | Appended::Duplicate(m)) => {
-                    Some(Appended::Duplicate(m.clone()))
-                }
-                None => None,
-            };
-        }
-        outcomes
-            .into_iter()
-            .map(|o| o.ok_or(StoreError::Fault(sqlx::Error::RowNotFound)))
-            .collect()
+        plan.finish()
     }
 
     /// One page of history in ascending seq, and whether more lie beyond it
     /// in the direction of the cursor.
-    pub async fn message_page(
+    pub(crate) async fn message_page(
         &self,
         room_id: &RoomId,
         cursor: HistoryCursor,
@@ -273,69 +190,78 @@ impl Store {
     ) -> Result<(Vec<RoomMessage>, bool), StoreError> {
         let fetch = i64::from(limit) + 1;
         let mut rows = match cursor {
-            HistoryCursor::Latest | HistoryCursor::Before(_) => {
-                let before = match cursor {
-                    HistoryCursor::Before(seq) => seq,
-                    _ => i64::MAX,
-                };
-                let mut rows = sqlx::query_as!(
-                    MessageRow,
-                    "select id, seq, room_id, sender_user_id, kind, body, extended_data, priority, created_at
-                     from messages
-                     where room_id = $1 and seq < $2
-                       and ($3::timestamptz is null or created_at >= $3)
-                       and ($4::timestamptz is null or created_at < $4)
-                     order by seq desc
-                     limit $5",
-                    room_id.as_str(),
-                    before,
-                    range.since,
-                    range.until,
-                    fetch
-                )
-                .fetch_all(&self.pool)
-                .await?;
-                let has_more = rows.len() as i64 == fetch;
-                rows.truncate(limit as usize);
-                rows.reverse();
-                return Ok((
-                    rows.into_iter().filter_map(MessageRow::into_message).collect(),
-                    has_more,
-                ));
-            }
-            HistoryCursor::After(after) => sqlx::query_as!(
-                MessageRow,
-                "select id, seq, room_id, sender_user_id, kind, body, extended_data, priority, created_at
-                 from messages
-                 where room_id = $1 and seq > $2
-                   and ($3::timestamptz is null or created_at >= $3)
-                   and ($4::timestamptz is null or created_at < $4)
-                 order by seq
-                 limit $5",
-                room_id.as_str(),
-                after,
-                range.since,
-                range.until,
-                fetch
-            )
-            .fetch_all(&self.pool)
-            .await?,
+            HistoryCursor::Latest => self.rows_before(room_id, i64::MAX, range, fetch).await?,
+            HistoryCursor::Before(seq) => self.rows_before(room_id, seq, range, fetch).await?,
+            HistoryCursor::After(seq) => self.rows_after(room_id, seq, range, fetch).await?,
         };
         let has_more = rows.len() as i64 == fetch;
         rows.truncate(limit as usize);
-        Ok((
-            rows.into_iter()
-                .filter_map(MessageRow::into_message)
-                .collect(),
-            has_more,
-        ))
+        if cursor.is_backwards() {
+            rows.reverse();
+        }
+        let page = rows.into_iter().filter_map(MessageRow::into_message).collect();
+        Ok((page, has_more))
+    }
+
+    /// Up to `fetch` messages below `before`, newest first.
+    async fn rows_before(
+        &self,
+        room_id: &RoomId,
+        before: i64,
+        range: TimeRange,
+        fetch: i64,
+    ) -> Result<Vec<MessageRow>, StoreError> {
+        Ok(sqlx::query_as!(
+            MessageRow,
+            "select id, seq, room_id, sender_user_id, kind, body, extended_data, priority, created_at
+             from messages
+             where room_id = $1 and seq < $2
+               and ($3::timestamptz is null or created_at >= $3)
+               and ($4::timestamptz is null or created_at < $4)
+             order by seq desc
+             limit $5",
+            room_id.as_str(),
+            before,
+            range.since,
+            range.until,
+            fetch
+        )
+        .fetch_all(&self.pool)
+        .await?)
+    }
+
+    /// Up to `fetch` messages above `after`, oldest first.
+    async fn rows_after(
+        &self,
+        room_id: &RoomId,
+        after: i64,
+        range: TimeRange,
+        fetch: i64,
+    ) -> Result<Vec<MessageRow>, StoreError> {
+        Ok(sqlx::query_as!(
+            MessageRow,
+            "select id, seq, room_id, sender_user_id, kind, body, extended_data, priority, created_at
+             from messages
+             where room_id = $1 and seq > $2
+               and ($3::timestamptz is null or created_at >= $3)
+               and ($4::timestamptz is null or created_at < $4)
+             order by seq
+             limit $5",
+            room_id.as_str(),
+            after,
+            range.since,
+            range.until,
+            fetch
+        )
+        .fetch_all(&self.pool)
+        .await?)
     }
 
     /// History retention: deletes messages stored before `cutoff`, room by
     /// room through the `(room_id, created_at)` index, at most `batch` rows
     /// per statement so no transaction holds many locks or blocks senders
     /// for long. Returns how many messages were deleted.
-    pub async fn delete_messages_before(
+    pub(crate) async fn delete_messages_before(
         &self,
         cutoff: DateTime<Utc>,
         batch: i64,
@@ -374,4 +300,139 @@ impl Store {
         }
         Ok(deleted)
     }
+}
+
+/// The stored originals of the batch's keyed messages, with their keys.
+async fn stored_originals(
+    tx: &mut PgConnection,
+    batch: &[Pending],
+) -> Result<Vec<(MessageRow, String)>, StoreError> {
+    let keys: Vec<Key<'_>> = batch.iter().filter_map(Pending::key).collect();
+    if keys.is_empty() {
+        return Ok(Vec::new());
+    }
+    let column = |f: for<'k> fn(&'k Key<'k>) -> &'k str| -> Vec<String> {
+        keys.iter().map(|k| f(k).to_owned()).collect()
+    };
+    let rows = sqlx::query!(
+        r#"select m.id, m.seq, m.room_id, m.sender_user_id, m.kind, m.body, m.extended_data,
+                  m.priority, m.created_at, m.client_message_id as "client_message_id!"
+           from messages m
+           join unnest($1::text[], $2::text[], $3::text[]) as k(room_id, sender, cmid)
+             on m.room_id = k.room_id and m.sender_user_id = k.sender
+            and m.client_message_id = k.cmid"#,
+        &column(|k| k.0),
+        &column(|k| k.1),
+        &column(|k| k.2),
+    )
+    .fetch_all(&mut *tx)
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(|r| {
+            let row = MessageRow {
+                id: r.id,
+                seq: r.seq,
+                room_id: r.room_id,
+                sender_user_id: r.sender_user_id,
+                kind: r.kind,
+                body: r.body,
+                extended_data: r.extended_data,
+                priority: r.priority,
+                created_at: r.created_at,
+            };
+            (row, r.client_message_id)
+        })
+        .collect())
+}
+
+/// Advances each room's stream once by its number of new messages (the row
+/// lock orders batches per room) and returns the seq of each message to
+/// store, in `to_store` order.
+async fn advance_streams(
+    tx: &mut PgConnection,
+    batch: &[Pending],
+    to_store: &[usize],
+) -> Result<Vec<i64>, StoreError> {
+    let mut counts: HashMap<&str, i64> = HashMap::new();
+    for &i in to_store {
+        *counts.entry(batch[i].room_id.as_str()).or_default() += 1;
+    }
+    let (rooms, ns): (Vec<String>, Vec<i64>) =
+        counts.iter().map(|(room, n)| ((*room).to_owned(), *n)).unzip();
+    let advanced = sqlx::query!(
+        "update room_streams s set last_seq = s.last_seq + v.n
+         from unnest($1::text[], $2::bigint[]) as v(room_id, n)
+         where s.room_id = v.room_id
+         returning s.room_id, s.last_seq",
+        &rooms,
+        &ns
+    )
+    .fetch_all(&mut *tx)
+    .await?;
+    let mut next_seq: HashMap<String, i64> = HashMap::with_capacity(advanced.len());
+    for row in advanced {
+        let n = counts.get(row.room_id.as_str()).copied().unwrap_or(0);
+        next_seq.insert(row.room_id, row.last_seq - n + 1);
+    }
+    to_store
+        .iter()
+        .map(|&i| {
+            let next = next_seq
+                .get_mut(batch[i].room_id.as_str())
+                .ok_or(StoreError::Invariant("a message's room has no seq stream"))?;
+            *next += 1;
+            Ok(*next - 1)
+        })
+        .collect()
+}
+
+/// Inserts the messages with their seqs; returns them as stored, in order.
+async fn insert_messages(
+    tx: &mut PgConnection,
+    batch: &[Pending],
+    to_store: &[usize],
+    seqs: &[i64],
+) -> Result<Vec<RoomMessage>, StoreError> {
+    let column = |f: fn(&Pending) -> &str| -> Vec<String> {
+        to_store.iter().map(|&i| f(&batch[i]).to_owned()).collect()
+    };
+    let cmids: Vec<Option<String>> = to_store
+        .iter()
+        .map(|&i| batch[i].client_message_id.as_ref().map(|c| c.as_str().to_owned()))
+        .collect();
+    let inserted = sqlx::query!(
+        r#"insert into messages
+               (room_id, seq, sender_user_id, kind, body, extended_data, priority, client_message_id)
+           select * from unnest($1::text[], $2::bigint[], $3::text[], $4::text[],
+                                $5::text[], $6::text[], $7::text[], $8::text[])
+           returning id, room_id, seq, created_at"#,
+        &column(|m| m.room_id.as_str()),
+        seqs,
+        &column(|m| m.sender.as_str()),
+        &column(|m| m.kind.as_str()),
+        &column(|m| &m.body),
+        &column(|m| &m.extended_data),
+        &column(|m| m.priority.as_str()),
+        &cmids as &[Option<String>],
+    )
+    .fetch_all(&mut *tx)
+    .await?;
+    // Rows come back in no promised order; find each by (room, seq).
+    let mut rows: HashMap<String, HashMap<i64, (i64, DateTime<Utc>)>> = HashMap::new();
+    for r in inserted {
+        rows.entry(r.room_id).or_default().insert(r.seq, (r.id, r.created_at));
+    }
+    to_store
+        .iter()
+        .zip(seqs)
+        .map(|(&i, &seq)| {
+            let m = &batch[i];
+            let &(id, created_at) = rows
+                .get(m.room_id.as_str())
+                .and_then(|room| room.get(&seq))
+                .ok_or(StoreError::Invariant("an inserted message was not returned"))?;
+            Ok(m.stored_as(id, seq, created_at))
+        })
+        .collect()
 }

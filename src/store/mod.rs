@@ -2,17 +2,18 @@
 //! here; callers get domain types back and a [`StoreError`] that already says
 //! whether the database was unreachable (`1008`) or something else went wrong.
 
-pub mod members;
-pub mod messages;
-pub mod rooms;
+mod lifecycle;
+mod members;
+mod messages;
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use sqlx::PgPool;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 
 /// Embedded migrations, applied at start-up by [`Store::connect`].
-pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
+static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
 
 /// How many pooled connections roomd keeps; small, because every operation is
 /// a short transaction and PostgreSQL prefers few busy connections to many.
@@ -22,14 +23,36 @@ const POOL_SIZE: u32 = 16;
 /// with `1008 unavailable` instead of hanging.
 const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(3);
 
-#[derive(Debug, thiserror::Error)]
-pub enum StoreError {
+pub(crate) use lifecycle::NewRoom;
+pub(crate) use members::{Entry, Joined, JoinError};
+pub(crate) use messages::{Appended, Pending};
+
+/// What went wrong with the database, already sorted by what a client is
+/// told: `Unavailable` is `1008` (retry later), the rest `1009`. Cloneable
+/// (the sqlx error is shared), so every sender of a failed batch gets it.
+#[derive(Debug, Clone, thiserror::Error)]
+pub(crate) enum StoreError {
     /// The database could not be reached or did not answer in time.
     #[error("database unavailable: {0}")]
-    Unavailable(#[source] sqlx::Error),
-    /// Anything else: a bug or a broken invariant, logged with a correlation id.
+    Unavailable(#[source] Arc<sqlx::Error>),
+    /// Anything else the database said: a bug, logged with a correlation id.
     #[error("database error: {0}")]
-    Fault(#[source] sqlx::Error),
+    Fault(#[source] Arc<sqlx::Error>),
+    /// The database answered, but not as the schema promises.
+    #[error("broken invariant: {0}")]
+    Invariant(&'static str),
+}
+
+impl StoreError {
+    /// What a request gets when the store is gone (shutdown) before it ran.
+    pub(crate) fn closed() -> Self {
+        StoreError::Unavailable(Arc::new(sqlx::Error::PoolClosed))
+    }
+
+    /// What a caller that gave up waiting for the database reports.
+    pub(crate) fn timed_out() -> Self {
+        StoreError::Unavailable(Arc::new(sqlx::Error::PoolTimedOut))
+    }
 }
 
 impl From<sqlx::Error> for StoreError {
@@ -42,29 +65,29 @@ impl From<sqlx::Error> for StoreError {
             | sqlx::Error::PoolClosed
             | sqlx::Error::Io(_)
             | sqlx::Error::Tls(_)
-            | sqlx::Error::Protocol(_) => StoreError::Unavailable(e),
+            | sqlx::Error::Protocol(_) => StoreError::Unavailable(Arc::new(e)),
             sqlx::Error::Database(ref db)
                 if db
                     .code()
                     .is_some_and(|c| c.starts_with("08") || c.starts_with("57P")) =>
             {
                 // Connection exceptions and operator intervention (shutdown).
-                StoreError::Unavailable(e)
+                StoreError::Unavailable(Arc::new(e))
             }
-            other => StoreError::Fault(other),
+            other => StoreError::Fault(Arc::new(other)),
         }
     }
 }
 
 /// Handle to the database, cheap to clone.
 #[derive(Clone, Debug)]
-pub struct Store {
+pub(crate) struct Store {
     pool: PgPool,
 }
 
 impl Store {
     /// Connects and brings the schema up to date.
-    pub async fn connect(options: PgConnectOptions) -> Result<Self, sqlx::Error> {
+    pub(crate) async fn connect(options: PgConnectOptions) -> Result<Self, sqlx::Error> {
         let pool = PgPoolOptions::new()
             .max_connections(POOL_SIZE)
             .acquire_timeout(ACQUIRE_TIMEOUT)
@@ -75,7 +98,7 @@ impl Store {
     }
 
     /// `/readyz`: does the database answer right now?
-    pub async fn ping(&self) -> Result<(), StoreError> {
+    pub(crate) async fn ping(&self) -> Result<(), StoreError> {
         sqlx::query!("select 1 as one")
             .fetch_one(&self.pool)
             .await?;
@@ -83,13 +106,13 @@ impl Store {
     }
 
     /// The database's clock, which every stored timestamp uses.
-    pub async fn now(&self) -> Result<chrono::DateTime<chrono::Utc>, StoreError> {
+    pub(crate) async fn now(&self) -> Result<chrono::DateTime<chrono::Utc>, StoreError> {
         Ok(sqlx::query_scalar!(r#"select now() as "now!""#)
             .fetch_one(&self.pool)
             .await?)
     }
 
-    pub async fn close(&self) {
+    pub(crate) async fn close(&self) {
         self.pool.close().await;
     }
 }

@@ -4,15 +4,11 @@
 //! They are compiled into the binary with `include_str!`, so a release build
 //! is one file to ship and the page always matches the server it came from.
 
-use std::sync::Arc;
-
-use serde_json::json;
+use serde::Serialize;
 use warp::http::header::{CACHE_CONTROL, CONTENT_TYPE, ETAG, IF_NONE_MATCH};
 use warp::http::{Response as HttpResponse, StatusCode};
 use warp::reply::Response;
 use warp::{Filter, Reply};
-
-use crate::app::AppState;
 
 /// One embedded file.
 struct Asset {
@@ -25,27 +21,27 @@ const ASSETS: &[Asset] = &[
     Asset {
         path: "",
         content_type: "text/html; charset=utf-8",
-        body: include_str!("../web/index.html"),
+        body: include_str!("../../web/index.html"),
     },
     Asset {
         path: "chat.js",
         content_type: "text/javascript; charset=utf-8",
-        body: include_str!("../web/chat.js"),
+        body: include_str!("../../web/chat.js"),
     },
     Asset {
         path: "chat.css",
         content_type: "text/css; charset=utf-8",
-        body: include_str!("../web/chat.css"),
+        body: include_str!("../../web/chat.css"),
     },
     Asset {
         path: "sdk/roomd.js",
         content_type: "text/javascript; charset=utf-8",
-        body: include_str!("../clients/js/roomd.js"),
+        body: include_str!("../../clients/js/roomd.js"),
     },
     Asset {
         path: "sdk/roomd.d.ts",
         content_type: "application/typescript; charset=utf-8",
-        body: include_str!("../clients/js/roomd.d.ts"),
+        body: include_str!("../../clients/js/roomd.d.ts"),
     },
 ];
 
@@ -76,10 +72,20 @@ fn serve(asset: &'static Asset, if_none_match: Option<String>) -> Response {
     response.expect("static headers are valid")
 }
 
+/// `GET /v1/info`: what the page needs to know before it connects.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Info {
+    server: &'static str,
+    version: &'static str,
+    /// Whether `login` needs a token (the page then asks for one).
+    auth_required: bool,
+}
+
 /// `GET /`, `/chat.js`, `/chat.css`, `/sdk/roomd.js`, `/sdk/roomd.d.ts`, and
-/// `GET /v1/info`, which tells the page whether to ask for a token.
-pub fn routes(
-    app: Arc<AppState>,
+/// `GET /v1/info`.
+pub(crate) fn routes(
+    auth_required: bool,
 ) -> impl Filter<Extract = (Response,), Error = warp::Rejection> + Clone {
     let assets = warp::get()
         .and(warp::path::full())
@@ -94,12 +100,12 @@ pub fn routes(
             },
         );
     let info = warp::path!("v1" / "info").and(warp::get()).map(move || {
-        warp::reply::json(&json!({
-            "server": "roomd",
-            "version": env!("CARGO_PKG_VERSION"),
-            "authRequired": !app.auth.is_open(),
-        }))
-        .into_response()
+        let info = Info {
+            server: "roomd",
+            version: env!("CARGO_PKG_VERSION"),
+            auth_required,
+        };
+        warp::reply::json(&info).into_response()
     });
     info.or(assets).unify()
 }

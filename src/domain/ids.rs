@@ -1,10 +1,4 @@
-//! Validated room-domain values.
-//!
-//! Everything that crosses an edge (a WebSocket frame, a REST path, a query
-//! string) is parsed into one of these types first, so code further in never
-//! sees an id with a forbidden character or a name that is too long. Each
-//! type deserializes through its `parse`, which is how a bad field in a
-//! request becomes a `1003 invalid_argument` naming that field.
+//! Ids and names: rooms, users, nodes, and a message's idempotency key.
 
 use std::fmt;
 
@@ -20,10 +14,10 @@ macro_rules! string_newtype {
         $(#[$doc])*
         #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
         #[serde(try_from = "String", into = "String")]
-        pub struct $name(String);
+        pub(crate) struct $name(String);
 
         impl $name {
-            pub fn as_str(&self) -> &str {
+            pub(crate) fn as_str(&self) -> &str {
                 &self.0
             }
         }
@@ -79,9 +73,9 @@ string_newtype!(
 const ROOM_ID_PUNCTUATION: &str = "!#$%&()+-:;<=.>?@[]^_{}|~";
 
 impl RoomId {
-    pub const MAX_BYTES: usize = 128;
+    pub(crate) const MAX_BYTES: usize = 128;
 
-    pub fn parse(value: impl Into<String>) -> Result<Self, InvalidValue> {
+    pub(crate) fn parse(value: impl Into<String>) -> Result<Self, InvalidValue> {
         let value = value.into();
         if value.is_empty() || value.len() > Self::MAX_BYTES {
             return Err(InvalidValue(format!(
@@ -103,9 +97,9 @@ impl RoomId {
 }
 
 impl UserId {
-    pub const MAX_BYTES: usize = 64;
+    pub(crate) const MAX_BYTES: usize = 64;
 
-    pub fn parse(value: impl Into<String>) -> Result<Self, InvalidValue> {
+    pub(crate) fn parse(value: impl Into<String>) -> Result<Self, InvalidValue> {
         let value = value.into();
         if value.is_empty() || value.len() > Self::MAX_BYTES {
             return Err(InvalidValue(format!(
@@ -143,19 +137,19 @@ fn bounded_text(what: &str, value: String, max: usize) -> Result<String, Invalid
 }
 
 impl RoomName {
-    pub fn parse(value: impl Into<String>) -> Result<Self, InvalidValue> {
+    pub(crate) fn parse(value: impl Into<String>) -> Result<Self, InvalidValue> {
         bounded_text("roomName", value.into(), 64).map(Self)
     }
 }
 
 impl UserName {
-    pub fn parse(value: impl Into<String>) -> Result<Self, InvalidValue> {
+    pub(crate) fn parse(value: impl Into<String>) -> Result<Self, InvalidValue> {
         bounded_text("userName", value.into(), 64).map(Self)
     }
 }
 
 impl NodeId {
-    pub fn parse(value: impl Into<String>) -> Result<Self, InvalidValue> {
+    pub(crate) fn parse(value: impl Into<String>) -> Result<Self, InvalidValue> {
         let value = bounded_text("node id", value.into(), 128)?;
         if value.is_empty() {
             return Err(InvalidValue("node id must not be empty".into()));
@@ -165,7 +159,7 @@ impl NodeId {
 }
 
 impl ClientMessageId {
-    pub fn parse(value: impl Into<String>) -> Result<Self, InvalidValue> {
+    pub(crate) fn parse(value: impl Into<String>) -> Result<Self, InvalidValue> {
         let value = bounded_text("clientMessageID", value.into(), 64)?;
         if value.is_empty() {
             return Err(InvalidValue("clientMessageID must be 1-64 bytes".into()));
@@ -174,72 +168,13 @@ impl ClientMessageId {
     }
 }
 
-/// A message's kind, as ZIM names them. Decides which body limit applies.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum MessageType {
-    Text,
-    Command,
-    Barrage,
-    Custom,
-}
-
-impl MessageType {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            MessageType::Text => "text",
-            MessageType::Command => "command",
-            MessageType::Barrage => "barrage",
-            MessageType::Custom => "custom",
-        }
-    }
-
-    /// Reads the stored form back; the column only ever holds `as_str` values.
-    pub fn from_stored(value: &str) -> Self {
-        match value {
-            "command" => MessageType::Command,
-            "barrage" => MessageType::Barrage,
-            "custom" => MessageType::Custom,
-            _ => MessageType::Text,
-        }
-    }
-}
-
-/// Delivery priority, carried and stored; roomd delivers every priority alike.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Priority {
-    Low,
-    #[default]
-    Medium,
-    High,
-}
-
-impl Priority {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Priority::Low => "low",
-            Priority::Medium => "medium",
-            Priority::High => "high",
-        }
-    }
-
-    pub fn from_stored(value: &str) -> Self {
-        match value {
-            "low" => Priority::Low,
-            "high" => Priority::High,
-            _ => Priority::Medium,
-        }
-    }
-}
-
 /// A user as the protocol shows them.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct UserInfo {
+pub(crate) struct UserInfo {
     #[serde(rename = "userID")]
-    pub user_id: UserId,
+    pub(crate) user_id: UserId,
     #[serde(rename = "userName", default = "empty_user_name")]
-    pub user_name: UserName,
+    pub(crate) user_name: UserName,
 }
 
 fn empty_user_name() -> UserName {
@@ -248,49 +183,15 @@ fn empty_user_name() -> UserName {
 
 /// A room as the protocol shows it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct RoomInfo {
+pub(crate) struct RoomInfo {
     #[serde(rename = "roomID")]
-    pub room_id: RoomId,
+    pub(crate) room_id: RoomId,
     #[serde(rename = "roomName", default = "empty_room_name")]
-    pub room_name: RoomName,
+    pub(crate) room_name: RoomName,
 }
 
 fn empty_room_name() -> RoomName {
     RoomName(String::new())
-}
-
-/// A stored message, exactly as clients see it (PROTOCOL.md `RoomMessage`).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct RoomMessage {
-    #[serde(rename = "messageID", with = "decimal_string")]
-    pub message_id: i64,
-    pub seq: i64,
-    #[serde(rename = "roomID")]
-    pub room_id: RoomId,
-    #[serde(rename = "senderUserID")]
-    pub sender_user_id: UserId,
-    #[serde(rename = "type")]
-    pub kind: MessageType,
-    pub message: String,
-    pub extended_data: String,
-    pub priority: Priority,
-    /// Server time of the commit, Unix milliseconds.
-    pub timestamp: i64,
-}
-
-/// `messageID` is a decimal string on the wire so JavaScript clients never
-/// lose precision on ids above 2^53.
-mod decimal_string {
-    use serde::{Deserialize, Deserializer, Serializer, de::Error};
-
-    pub fn serialize<S: Serializer>(value: &i64, s: S) -> Result<S::Ok, S::Error> {
-        s.collect_str(value)
-    }
-
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<i64, D::Error> {
-        String::deserialize(d)?.parse().map_err(D::Error::custom)
-    }
 }
 
 #[cfg(test)]

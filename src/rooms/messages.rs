@@ -1,4 +1,6 @@
-//! Group commit: concurrent sends, to one room or many, share a transaction.
+//! sendRoomMessage and queryHistoryMessage: the checks a message must pass,
+//! then group commit: concurrent sends, to one room or many, share a
+//! transaction, and each room's new messages leave as one event.
 //!
 //! Senders submit a message and get a receiver for its outcome. Rooms are
 //! spread over a few committer tasks by a hash of the room id; each task
@@ -22,17 +24,94 @@ use std::sync::Arc;
 
 use tokio::sync::{mpsc, oneshot};
 
-use crate::domain::{RoomId, RoomMessage};
-use crate::hub::{ConnId, Frame, Hub, RoomGuard};
+use super::hub::{Hub, RoomGuard};
+use super::{Caller, RoomError, Rooms};
+use crate::domain::{HistoryCursor, MessageType, RoomId, RoomMessage, TimeRange};
 use crate::metrics::Metrics;
+use crate::outbox::{ConnId, Frame};
 use crate::protocol::Event;
-use crate::store::messages::{Appended, Pending};
-use crate::store::{Store, StoreError};
+use crate::protocol::ops::{OutgoingMessage, SendMessage};
+use crate::store::{Appended, Pending, Store, StoreError};
 
 /// Messages stored per transaction at most.
-pub const MAX_BATCH: usize = 256;
+const MAX_BATCH: usize = 256;
 /// Committer tasks, each owning a share of the rooms.
-pub const COMMITTERS: usize = 4;
+const COMMITTERS: usize = 4;
+
+/// The outcome of one submitted message, once its batch is committed.
+pub(crate) type Outcome = oneshot::Receiver<Result<Appended, StoreError>>;
+
+impl Rooms {
+    /// `sendRoomMessage` from a connection that has joined the room: checks
+    /// the message and queues it for the group committer, which stores it
+    /// with the room's next seq and then fans it out. The returned
+    /// [`Outcome`] arrives after the commit; awaiting it is the caller's
+    /// choice, so one connection can have many sends in flight.
+    pub(crate) async fn send(
+        &self,
+        caller: &Caller,
+        send: SendMessage,
+    ) -> Result<Outcome, RoomError> {
+        self.check_size(&send.message)?;
+        // Checked before storing: a refused message leaves no trace.
+        self.rates
+            .message(&caller.user.user_id)
+            .map_err(RoomError::RateLimited)?;
+        let pending = Pending {
+            room_id: send.room_id,
+            sender: caller.user.user_id.clone(),
+            kind: send.message.kind,
+            body: send.message.message,
+            extended_data: send.message.extended_data,
+            priority: send.priority,
+            client_message_id: send.client_message_id,
+        };
+        Ok(self.committer.enqueue(pending, caller.conn).await?)
+    }
+
+    fn check_size(&self, message: &OutgoingMessage) -> Result<(), RoomError> {
+        let limits = &self.settings.message_limits;
+        let limit = match message.kind {
+            MessageType::Text | MessageType::Custom => limits.text_bytes,
+            MessageType::Command | MessageType::Barrage => limits.command_bytes,
+        };
+        if message.message.len() > limit {
+            return Err(RoomError::TooLarge(format!(
+                "message.message: {} bytes is above the {limit}-byte limit for {} messages",
+                message.message.len(),
+                message.kind.as_str()
+            )));
+        }
+        if message.extended_data.len() > limits.extended_data_bytes {
+            return Err(RoomError::TooLarge(format!(
+                "message.extendedData: {} bytes is above the {}-byte limit",
+                message.extended_data.len(),
+                limits.extended_data_bytes
+            )));
+        }
+        if message.message.contains('\0') || message.extended_data.contains('\0') {
+            return Err(RoomError::Invalid(
+                "message: must not contain NUL characters".into(),
+            ));
+        }
+        Ok(())
+    }
+
+    /// `queryHistoryMessage`: a page of history for a member.
+    pub(crate) async fn history(
+        &self,
+        caller: &Caller,
+        room_id: &RoomId,
+        cursor: HistoryCursor,
+        count: u32,
+    ) -> Result<(Vec<RoomMessage>, bool), RoomError> {
+        self.require_joined(caller, room_id).await?;
+        Ok(self
+            .store
+            .message_page(room_id, cursor, count, TimeRange::default())
+            .await?)
+    }
+}
 
 /// One message waiting to be stored.
 struct Submission {
@@ -42,18 +121,15 @@ struct Submission {
     done: oneshot::Sender<Result<Appended, StoreError>>,
 }
 
-/// The outcome of one submitted message, once its batch is committed.
-pub type Outcome = oneshot::Receiver<Result<Appended, StoreError>>;
-
 /// Handle to the committer tasks; dropping every handle stops them.
 #[derive(Debug, Clone)]
-pub struct Committer {
+pub(super) struct Committer {
     shards: Arc<[mpsc::Sender<Submission>]>,
     hasher: RandomState,
 }
 
 impl Committer {
-    pub fn start(store: Store, hub: Arc<Hub>, metrics: Arc<Metrics>) -> Self {
+    pub(super) fn start(store: Store, hub: Arc<Hub>, metrics: Arc<Metrics>) -> Self {
         let shards = (0..COMMITTERS)
             .map(|_| {
                 let (queue, mut rx) = mpsc::channel::<Submission>(MAX_BATCH * 4);
@@ -79,26 +155,23 @@ impl Committer {
     /// message, or the original for a resent `clientMessageID`. Waits only
     /// when the room's committer is backed up. Messages queued by one task
     /// for one room are stored in the order they were queued.
-    pub async fn enqueue(&self, message: Pending, from: ConnId) -> Result<Outcome, StoreError> {
+    async fn enqueue(&self, message: Pending, from: ConnId) -> Result<Outcome, StoreError> {
         let shard = self.hasher.hash_one(&message.room_id) as usize % self.shards.len();
         let (done, outcome) = oneshot::channel();
+        let submission = Submission {
+            message,
+            from,
+            done,
+        };
         self.shards[shard]
-            .send(Submission {
-                message,
-                from,
-                done,
-            })
+            .send(submission)
             .await
-            .map_err(|_| StoreError::Unavailable(sqlx::Error::PoolClosed))?;
+            .map_err(|_| StoreError::closed())?;
         Ok(outcome)
     }
 }
 
-/// What a sender learns when its batch fails or its committer is gone.
-pub fn closed() -> StoreError {
-    StoreError::Unavailable(sqlx::Error::PoolClosed)
-}
-
+/// Stores one batch with its rooms locked, fans out, answers the senders.
 async fn commit(store: &Store, hub: &Hub, batch: Vec<Submission>) {
     let rooms: BTreeSet<RoomId> = batch.iter().map(|s| s.message.room_id.clone()).collect();
     let mut guards: Vec<RoomGuard<'_>> = Vec::with_capacity(rooms.len());
@@ -109,35 +182,7 @@ async fn commit(store: &Store, hub: &Hub, batch: Vec<Submission>) {
         .into_iter()
         .map(|s| (s.message, (s.from, s.done)))
         .unzip();
-    let outcome = match store.append_batch(&messages).await {
-        // Another roomd on the same database raced a clientMessageID into
-        // this batch: store one by one, which resolves each duplicate.
-        Err(StoreError::Fault(_)) if messages.len() > 1 => {
-            let mut one_by_one = Vec::with_capacity(messages.len());
-            for message in &messages {
-                one_by_one.push(
-                    store
-                        .append_batch(std::slice::from_ref(message))
-                        .await
-                        .map(|mut v| v.remove(0)),
-                );
-            }
-            Ok(one_by_one)
-        }
-        Ok(appended) => Ok(appended.into_iter().map(Ok).collect()),
-        Err(e) => Err(e),
-    };
-    let outcomes: Vec<Result<Appended, StoreError>> = match outcome {
-        Ok(outcomes) => outcomes,
-        Err(e) => {
-            tracing::warn!(error = %e, messages = waiting.len(), "storing a batch failed");
-            let text = e.to_string();
-            waiting
-                .iter()
-                .map(|_| Err(clone_error(&e, &text)))
-                .collect()
-        }
-    };
+    let outcomes = store_batch(store, &messages).await;
     // One pass over the batch groups what each room stored, in batch (so
     // seq) order.
     let mut stored: BTreeMap<&RoomId, Vec<(ConnId, &RoomMessage)>> = BTreeMap::new();
@@ -157,6 +202,27 @@ async fn commit(store: &Store, hub: &Hub, batch: Vec<Submission>) {
     }
 }
 
+/// Each message's outcome, in batch order.
+async fn store_batch(store: &Store, messages: &[Pending]) -> Vec<Result<Appended, StoreError>> {
+    match store.append_batch(messages).await {
+        Ok(appended) => appended.into_iter().map(Ok).collect(),
+        // Another roomd on the same database raced a clientMessageID into
+        // this batch: store one by one, which resolves each duplicate.
+        Err(StoreError::Fault(_)) if messages.len() > 1 => {
+            let mut one_by_one = Vec::with_capacity(messages.len());
+            for message in messages {
+                let appended = store.append_batch(std::slice::from_ref(message)).await;
+                one_by_one.push(appended.map(|mut v| v.remove(0)));
+            }
+            one_by_one
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, messages = messages.len(), "storing a batch failed");
+            messages.iter().map(|_| Err(e.clone())).collect()
+        }
+    }
+}
+
 /// Sends a room the messages one batch stored for it (in seq order, as the
 /// store assigned them in batch order), as one event serialized once. A
 /// sender gets the others' messages of the batch but not its own.
@@ -166,7 +232,7 @@ fn fan_out(room: &mut RoomGuard<'_>, stored: &[(ConnId, &RoomMessage)]) {
     };
     let frame = |list: &[&RoomMessage]| {
         Frame::from(
-            Event::RoomMessageReceived {
+            Event::MessagesReceived {
                 room_id,
                 message_list: list,
             }
@@ -189,14 +255,4 @@ fn fan_out(room: &mut RoomGuard<'_>, stored: &[(ConnId, &RoomMessage)]) {
         })
         .collect();
     room.broadcast_with(&frame(&all), &instead);
-}
-
-/// Errors are not `Clone` (they wrap `sqlx::Error`); every sender of a
-/// failed batch gets the same kind of error with the same text.
-fn clone_error(e: &StoreError, text: &str) -> StoreError {
-    let inner = sqlx::Error::Protocol(text.to_owned());
-    match e {
-        StoreError::Unavailable(_) => StoreError::Unavailable(inner),
-        StoreError::Fault(_) => StoreError::Fault(inner),
-    }
 }

@@ -1,0 +1,210 @@
+//! A connection's outbound side as the rest of roomd sees it: the bounded
+//! queue that replies and events go into, the writer's end of it, and the
+//! [`Closer`] that ends the connection with a close code.
+//!
+//! Rooms deliver into an [`Outbox`] without knowing anything about
+//! WebSockets; the connection's writer (`ws::writer`) drains the
+//! [`OutboxQueue`]. A queue that fills up closes its connection as a slow
+//! consumer instead of growing, so one stuck client cannot slow a room.
+
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock};
+
+use tokio::sync::mpsc;
+use tokio_tungstenite::tungstenite::Utf8Bytes;
+use tokio_util::sync::CancellationToken;
+
+/// One serialized text frame (a reply or an event). Cloning it shares the
+/// bytes, so an event is serialized once for all its recipients; queues hold
+/// these rather than whole WebSocket messages because they are smaller.
+pub(crate) type Frame = Utf8Bytes;
+
+/// Identifies one WebSocket connection within this process.
+pub(crate) type ConnId = u64;
+
+pub(crate) fn next_conn_id() -> ConnId {
+    static NEXT: AtomicU64 = AtomicU64::new(1);
+    NEXT.fetch_add(1, Ordering::Relaxed)
+}
+
+/// Why a connection is being closed, as a WebSocket close code and reason.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct CloseReason {
+    pub(crate) code: u16,
+    pub(crate) reason: &'static str,
+}
+
+impl CloseReason {
+    pub(crate) const GOING_AWAY: Self = Self {
+        code: 1001,
+        reason: "server shutting down",
+    };
+    pub(crate) const FRAME_TOO_LARGE: Self = Self {
+        code: 1009,
+        reason: "frame too large",
+    };
+    pub(crate) const LOGIN_TIMEOUT: Self = Self {
+        code: 4001,
+        reason: "login timeout",
+    };
+    pub(crate) const UNAUTHORIZED: Self = Self {
+        code: 4001,
+        reason: "unauthorized",
+    };
+    pub(crate) const IDLE: Self = Self {
+        code: 4002,
+        reason: "idle timeout",
+    };
+    pub(crate) const ABUSE: Self = Self {
+        code: 4029,
+        reason: "too many rate-limited requests",
+    };
+    pub(crate) const TOO_MANY_CONNECTIONS: Self = Self {
+        code: 4030,
+        reason: "too many connections for this user",
+    };
+    pub(crate) const SERVER_FULL: Self = Self {
+        code: 1013,
+        reason: "server at its connection limit, try again later",
+    };
+    pub(crate) const CATCH_UP_FAILED: Self = Self {
+        code: 1011,
+        reason: "could not read history; reconnect and resume with sinceSeq",
+    };
+    pub(crate) const SLOW_CONSUMER: Self = Self {
+        code: 4008,
+        reason: "slow consumer",
+    };
+}
+
+/// The sending half of a connection's bounded outbound queue.
+///
+/// Replies to the connection's own requests wait for room in the queue;
+/// events pushed by others never wait: if the queue is full the connection
+/// is closed as a slow consumer, so one stuck client cannot slow a room.
+#[derive(Debug, Clone)]
+pub(crate) struct Outbox {
+    queue: mpsc::Sender<Frame>,
+    /// Bytes queued and not yet written, shared with the [`OutboxQueue`].
+    queued_bytes: Arc<AtomicUsize>,
+    max_bytes: usize,
+    closer: Closer,
+}
+
+/// The receiving half, drained by the connection's writer.
+#[derive(Debug)]
+pub(crate) struct OutboxQueue {
+    queue: mpsc::Receiver<Frame>,
+    queued_bytes: Arc<AtomicUsize>,
+}
+
+impl OutboxQueue {
+    fn taken(&self, frame: Frame) -> Frame {
+        self.queued_bytes.fetch_sub(frame.len(), Ordering::AcqRel);
+        frame
+    }
+
+    pub(crate) async fn recv(&mut self) -> Option<Frame> {
+        let frame = self.queue.recv().await?;
+        Some(self.taken(frame))
+    }
+
+    pub(crate) fn try_recv(&mut self) -> Option<Frame> {
+        let frame = self.queue.try_recv().ok()?;
+        Some(self.taken(frame))
+    }
+}
+
+/// Closes a connection once, remembering the first reason given.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Closer {
+    token: CancellationToken,
+    reason: Arc<OnceLock<CloseReason>>,
+}
+
+impl Closer {
+    pub(crate) fn close(&self, reason: CloseReason) {
+        let _ = self.reason.set(reason);
+        self.token.cancel();
+    }
+
+    /// Ends the connection without a close frame: the peer is gone already.
+    pub(crate) fn abort(&self) {
+        self.token.cancel();
+    }
+
+    pub(crate) fn reason(&self) -> Option<CloseReason> {
+        self.reason.get().copied()
+    }
+
+    pub(crate) async fn closed(&self) {
+        self.token.cancelled().await
+    }
+}
+
+impl Outbox {
+    /// A queue of at most `frames` frames and about `max_bytes` bytes.
+    pub(crate) fn new(frames: usize, max_bytes: usize) -> (Self, OutboxQueue, Closer) {
+        let (queue, rx) = mpsc::channel(frames);
+        let queued_bytes = Arc::new(AtomicUsize::new(0));
+        let closer = Closer::default();
+        (
+            Self {
+                queue,
+                queued_bytes: queued_bytes.clone(),
+                max_bytes,
+                closer: closer.clone(),
+            },
+            OutboxQueue {
+                queue: rx,
+                queued_bytes,
+            },
+            closer,
+        )
+    }
+
+    /// Queues a reply (or catch-up) frame, waiting for room. Returns false
+    /// when the connection is gone. Replies answer the connection's own
+    /// requests, so waiting only slows that connection.
+    pub(crate) async fn send(&self, frame: Frame) -> bool {
+        let len = frame.len();
+        self.queued_bytes.fetch_add(len, Ordering::AcqRel);
+        let sent = tokio::select! {
+            sent = self.queue.send(frame) => sent.is_ok(),
+            () = self.closer.closed() => false,
+        };
+        if !sent {
+            self.queued_bytes.fetch_sub(len, Ordering::AcqRel);
+        }
+        sent
+    }
+
+    /// Closes the connection (the first reason given wins).
+    pub(crate) fn close(&self, reason: CloseReason) {
+        self.closer.close(reason);
+    }
+
+    /// How many frames the queue holds.
+    pub(crate) fn capacity(&self) -> usize {
+        self.queue.max_capacity()
+    }
+
+    /// Queues an event without waiting; a full queue (in frames or bytes)
+    /// closes the connection as a slow consumer.
+    pub(crate) fn push(&self, frame: Frame) {
+        let len = frame.len();
+        let queued = self.queued_bytes.fetch_add(len, Ordering::AcqRel);
+        if queued + len > self.max_bytes && queued > 0 {
+            self.queued_bytes.fetch_sub(len, Ordering::AcqRel);
+            self.closer.close(CloseReason::SLOW_CONSUMER);
+            return;
+        }
+        if self.queue.try_send(frame).is_err() {
+            self.queued_bytes.fetch_sub(len, Ordering::AcqRel);
+            if !self.queue.is_closed() {
+                self.closer.close(CloseReason::SLOW_CONSUMER);
+            }
+        }
+    }
+}
+

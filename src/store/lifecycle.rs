@@ -1,0 +1,142 @@
+//! A room's life in the database: created (with its seq stream, which
+//! outlives it), read, and destroyed once empty past its delay.
+
+use chrono::{DateTime, Utc};
+use serde_json::Value;
+use sqlx::PgConnection;
+
+use super::{Store, StoreError};
+use crate::domain::{RoomId, RoomName};
+use crate::limits::JoinLimits;
+
+/// What the creator of a room decides, stored with the room.
+#[derive(Debug, Clone)]
+pub(crate) struct NewRoom<'a> {
+    pub(crate) room_id: &'a RoomId,
+    pub(crate) room_name: &'a RoomName,
+    pub(crate) destroy_delay_secs: i32,
+    pub(crate) attributes: Value,
+}
+
+/// `GET /v1/rooms/{roomID}`.
+#[derive(Debug, Clone)]
+pub(crate) struct RoomDetails {
+    pub(crate) room_name: RoomName,
+    pub(crate) destroy_delay_secs: i32,
+    pub(crate) attributes: Value,
+    pub(crate) member_count: i64,
+    pub(crate) last_seq: i64,
+    pub(crate) created_at: DateTime<Utc>,
+    pub(crate) empty_since: Option<DateTime<Utc>>,
+}
+
+/// Creates the room (and its stream, unless an earlier life left one) in
+/// the caller's transaction. Returns false when the room already exists.
+/// The live-room count is read after the insert, so concurrent creations
+/// cannot all slip under `--max-rooms`; `Ok(None)` means over it.
+pub(super) async fn create_in(
+    tx: &mut PgConnection,
+    room: &NewRoom<'_>,
+    limits: JoinLimits,
+) -> Result<Option<bool>, StoreError> {
+    sqlx::query!(
+        "insert into room_streams (room_id) values ($1) on conflict do nothing",
+        room.room_id.as_str()
+    )
+    .execute(&mut *tx)
+    .await?;
+    let created = sqlx::query!(
+        "insert into rooms (room_id, room_name, destroy_delay_secs, attributes)
+         values ($1, $2, $3, $4)
+         on conflict do nothing",
+        room.room_id.as_str(),
+        room.room_name.as_str(),
+        room.destroy_delay_secs,
+        room.attributes,
+    )
+    .execute(&mut *tx)
+    .await?
+    .rows_affected()
+        == 1;
+    if !created {
+        return Ok(Some(false));
+    }
+    let live = sqlx::query_scalar!(
+        r#"select count(*) as "count!" from (select 1 from rooms limit $1) live"#,
+        i64::from(limits.max_rooms) + 1
+    )
+    .fetch_one(&mut *tx)
+    .await?;
+    Ok((live <= i64::from(limits.max_rooms)).then_some(true))
+}
+
+/// Stored names were validated on the way in; this only guards a hand-edited row.
+pub(super) fn stored_name(name: String) -> RoomName {
+    RoomName::parse(name).unwrap_or_else(|_| RoomName::parse("").expect("the empty name is valid"))
+}
+
+impl Store {
+    /// The newest seq of a room's stream, `None` if no room ever had this id.
+    pub(crate) async fn last_seq(&self, room_id: &RoomId) -> Result<Option<i64>, StoreError> {
+        Ok(sqlx::query_scalar!(
+            "select last_seq from room_streams where room_id = $1",
+            room_id.as_str()
+        )
+        .fetch_optional(&self.pool)
+        .await?)
+    }
+
+    pub(crate) async fn room_details(&self, room_id: &RoomId) -> Result<Option<RoomDetails>, StoreError> {
+        let row = sqlx::query!(
+            r#"select r.room_name, r.destroy_delay_secs, r.attributes, r.created_at, r.empty_since,
+                      s.last_seq,
+                      (select count(*) from members m where m.room_id = r.room_id) as "member_count!"
+               from rooms r
+               join room_streams s on s.room_id = r.room_id
+               where r.room_id = $1"#,
+            room_id.as_str()
+        )
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(row.map(|r| RoomDetails {
+            room_name: stored_name(r.room_name),
+            destroy_delay_secs: r.destroy_delay_secs,
+            attributes: r.attributes,
+            member_count: r.member_count,
+            last_seq: r.last_seq,
+            created_at: r.created_at,
+            empty_since: r.empty_since,
+        }))
+    }
+
+    /// Destroys up to `limit` rooms whose destruction time has passed, and
+    /// returns them with the time they became empty.
+    ///
+    /// Safe with several sweepers on one database: `skip locked` hands each
+    /// due room to exactly one of them, and a join in progress holds a share
+    /// lock on its room, so the room is skipped now and, once the join has
+    /// committed and cleared `destroy_at`, no longer due.
+    pub(crate) async fn destroy_due_rooms(
+        &self,
+        limit: i64,
+    ) -> Result<Vec<(RoomId, DateTime<Utc>)>, StoreError> {
+        let rows = sqlx::query!(
+            r#"delete from rooms
+                where room_id in (
+                    select r.room_id from rooms r
+                     where r.destroy_at <= now()
+                       and not exists (select 1 from members m where m.room_id = r.room_id)
+                     order by r.destroy_at
+                     limit $1
+                     for update skip locked)
+                returning room_id, coalesce(empty_since, now()) as "empty_since!""#,
+            limit
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows
+            .into_iter()
+            .filter_map(|r| Some((RoomId::parse(r.room_id).ok()?, r.empty_since)))
+            .collect())
+    }
+}
