@@ -110,7 +110,11 @@ impl Authenticator {
     }
 
     /// Checks a `login`; returns the user as they will be known.
-    pub(crate) fn login(&self, claimed: UserInfo, token: Option<&str>) -> Result<UserInfo, AuthError> {
+    pub(crate) fn login(
+        &self,
+        claimed: UserInfo,
+        token: Option<&str>,
+    ) -> Result<UserInfo, AuthError> {
         let Some((key, validation)) = &self.jwt else {
             return Ok(claimed);
         };

@@ -415,7 +415,10 @@ fn supervised_server(
 /// Spawns the supervisor. The parent-death signal fires when the *thread*
 /// that spawned the child ends, so it is spawned from a thread that lives
 /// exactly as long as the child.
-fn spawn_supervisor(mut cmd: Command, layout: &Layout) -> Result<EmbeddedPostgres, EmbeddedPgError> {
+fn spawn_supervisor(
+    mut cmd: Command,
+    layout: &Layout,
+) -> Result<EmbeddedPostgres, EmbeddedPgError> {
     let (spawned_tx, spawned_rx) = mpsc::channel();
     let (exited_tx, exited_rx) = mpsc::channel();
     std::thread::Builder::new()
@@ -443,7 +446,10 @@ fn spawn_supervisor(mut cmd: Command, layout: &Layout) -> Result<EmbeddedPostgre
 }
 
 /// Waits until the socket accepts, or PostgreSQL exits, or time runs out.
-fn wait_until_accepting(started: &EmbeddedPostgres, layout: &Layout) -> Result<(), EmbeddedPgError> {
+fn wait_until_accepting(
+    started: &EmbeddedPostgres,
+    layout: &Layout,
+) -> Result<(), EmbeddedPgError> {
     let deadline = Instant::now() + START_TIMEOUT;
     let socket = layout.run.join(".s.PGSQL.5432");
     loop {

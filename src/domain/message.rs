@@ -96,4 +96,3 @@ mod decimal_string {
         String::deserialize(d)?.parse().map_err(D::Error::custom)
     }
 }
-

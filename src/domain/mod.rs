@@ -11,6 +11,8 @@ mod ids;
 mod message;
 
 pub(crate) use cursor::{HistoryCursor, TimeRange};
-pub(crate) use ids::{ClientMessageId, NodeId, RoomId, RoomInfo, RoomName, UserId, UserInfo, UserName};
 pub use ids::InvalidValue;
+pub(crate) use ids::{
+    ClientMessageId, NodeId, RoomId, RoomInfo, RoomName, UserId, UserInfo, UserName,
+};
 pub(crate) use message::{MessageType, Priority, RoomMessage};

@@ -22,9 +22,9 @@ use hyper_util::server::graceful::GracefulShutdown;
 use serde::Serialize;
 use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
+use warp::Filter;
 use warp::http::{self, HeaderValue, StatusCode};
 use warp::reply::{Reply, Response};
-use warp::Filter;
 
 use crate::auth::Authenticator;
 use crate::metrics::Metrics;
@@ -48,7 +48,11 @@ pub(crate) struct HttpContext {
 
 /// Accepts connections until `shutdown`, then waits (a bounded time) for
 /// the HTTP requests in flight. WebSocket sessions are not waited for here.
-pub(crate) async fn serve(listener: TcpListener, ctx: Arc<HttpContext>, shutdown: CancellationToken) {
+pub(crate) async fn serve(
+    listener: TcpListener,
+    ctx: Arc<HttpContext>,
+    shutdown: CancellationToken,
+) {
     let routes = warp::service(routes(ctx.clone()));
     let graceful = GracefulShutdown::new();
     loop {
@@ -155,9 +159,7 @@ fn respond<T: Serialize>(result: Result<T, ApiError>) -> Result<Response, Infall
 }
 
 /// Every route but `/v1/ws`.
-fn routes(
-    ctx: Arc<HttpContext>,
-) -> impl Filter<Extract = (Response,), Error = Infallible> + Clone {
+fn routes(ctx: Arc<HttpContext>) -> impl Filter<Extract = (Response,), Error = Infallible> + Clone {
     let with_ctx = {
         let ctx = ctx.clone();
         warp::any().map(move || ctx.clone())
@@ -179,24 +181,30 @@ fn routes(
         .and(raw_query())
         .and(authorization())
         .and(with_ctx.clone())
-        .and_then(|room: String, query: String, auth: Option<String>, ctx: Arc<HttpContext>| async move {
-            respond(rest::room_messages(&ctx, &room, &query, auth.as_deref()).await)
-        });
+        .and_then(
+            |room: String, query: String, auth: Option<String>, ctx: Arc<HttpContext>| async move {
+                respond(rest::room_messages(&ctx, &room, &query, auth.as_deref()).await)
+            },
+        );
     let room = warp::path!("v1" / "rooms" / String)
         .and(warp::get())
         .and(authorization())
         .and(with_ctx.clone())
-        .and_then(|room: String, auth: Option<String>, ctx: Arc<HttpContext>| async move {
-            respond(rest::room_info(&ctx, &room, auth.as_deref()).await)
-        });
+        .and_then(
+            |room: String, auth: Option<String>, ctx: Arc<HttpContext>| async move {
+                respond(rest::room_info(&ctx, &room, auth.as_deref()).await)
+            },
+        );
     let members = warp::path!("v1" / "rooms" / String / "members")
         .and(warp::get())
         .and(raw_query())
         .and(authorization())
         .and(with_ctx)
-        .and_then(|room: String, query: String, auth: Option<String>, ctx: Arc<HttpContext>| async move {
-            respond(rest::room_members(&ctx, &room, &query, auth.as_deref()).await)
-        });
+        .and_then(
+            |room: String, query: String, auth: Option<String>, ctx: Arc<HttpContext>| async move {
+                respond(rest::room_members(&ctx, &room, &query, auth.as_deref()).await)
+            },
+        );
     let pages = assets::routes(!ctx.auth.is_open());
     healthz
         .or(readyz)

@@ -98,20 +98,18 @@ mod tests {
 
     #[test]
     fn values_are_checked_and_empty_means_absent() {
-        let q = Query::parse("limit=&beforeSeq=7&since=2026-01-02T03:04:05Z", &[
-            "limit",
-            "beforeSeq",
-            "since",
-        ])
+        let q = Query::parse(
+            "limit=&beforeSeq=7&since=2026-01-02T03:04:05Z",
+            &["limit", "beforeSeq", "since"],
+        )
         .unwrap();
         assert_eq!(q.count("limit", 50, 1000).unwrap(), 50);
         assert_eq!(q.seq("beforeSeq").unwrap(), Some(7));
         assert!(q.time("since").unwrap().is_some());
-        let bad = Query::parse("limit=0&beforeSeq=-1&since=yesterday", &[
-            "limit",
-            "beforeSeq",
-            "since",
-        ])
+        let bad = Query::parse(
+            "limit=0&beforeSeq=-1&since=yesterday",
+            &["limit", "beforeSeq", "since"],
+        )
         .unwrap();
         assert!(refused(bad.count("limit", 50, 1000)).starts_with("limit:"));
         assert!(refused(bad.seq("beforeSeq")).starts_with("beforeSeq:"));

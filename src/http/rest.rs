@@ -96,7 +96,10 @@ pub(crate) async fn room_messages(
     if ctx.store.last_seq(&room_id).await?.is_none() {
         return Err(ApiError::RoomNotFound(room_id));
     }
-    let (messages, has_more) = ctx.store.message_page(&room_id, cursor, limit, range).await?;
+    let (messages, has_more) = ctx
+        .store
+        .message_page(&room_id, cursor, limit, range)
+        .await?;
     let backwards = cursor.is_backwards();
     let next = |seq: Option<i64>, forward: bool| seq.filter(|_| has_more && forward);
     Ok(MessagePage {

@@ -141,7 +141,13 @@ mod tests {
         assert_eq!(v["error"]["code"], 6000322);
         assert_eq!(v["error"]["reason"], "room_not_found");
         let room_id = crate::domain::RoomId::parse("r").unwrap();
-        let reply = ok_reply(8, &ops::MemberCount { room_id: &room_id, count: 2 });
+        let reply = ok_reply(
+            8,
+            &ops::MemberCount {
+                room_id: &room_id,
+                count: 2,
+            },
+        );
         assert_eq!(reply, r#"{"id":8,"ok":true,"roomID":"r","count":2}"#);
         assert_eq!(ok_reply(9, &ops::Pong {}), r#"{"id":9,"ok":true}"#);
     }

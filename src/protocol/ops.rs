@@ -11,8 +11,8 @@ use serde_json::Value;
 
 use super::error::ErrorBody;
 use crate::domain::{
-    ClientMessageId, HistoryCursor, MessageType, Priority, RoomId, RoomInfo, RoomMessage,
-    RoomName, UserInfo,
+    ClientMessageId, HistoryCursor, MessageType, Priority, RoomId, RoomInfo, RoomMessage, RoomName,
+    UserInfo,
 };
 
 /// Largest page `queryHistoryMessage` and `queryRoomMemberList` return.

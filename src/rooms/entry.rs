@@ -105,7 +105,10 @@ impl Rooms {
     ) -> Result<(), StoreError> {
         let room_id = &entered.room_info.room_id;
         let caught_up = match entered.catch_up_after {
-            Some(after) => self.catch_up(caller, room_id, after, entered.last_seq).await,
+            Some(after) => {
+                self.catch_up(caller, room_id, after, entered.last_seq)
+                    .await
+            }
             None => Ok(()),
         };
         self.hub.lock(room_id).await.go_live(caller.conn);

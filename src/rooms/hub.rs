@@ -157,7 +157,10 @@ impl Drop for RoomGuard<'_> {
         }
         let mut rooms = self.hub.rooms.lock().expect("hub map poisoned");
         let ours = OwnedMutexGuard::mutex(&self.state);
-        if rooms.get(&self.room_id).is_some_and(|r| Arc::ptr_eq(r, ours)) {
+        if rooms
+            .get(&self.room_id)
+            .is_some_and(|r| Arc::ptr_eq(r, ours))
+        {
             rooms.remove(&self.room_id);
         }
         self.state.detached = true;

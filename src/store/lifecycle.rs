@@ -86,7 +86,10 @@ impl Store {
         .await?)
     }
 
-    pub(crate) async fn room_details(&self, room_id: &RoomId) -> Result<Option<RoomDetails>, StoreError> {
+    pub(crate) async fn room_details(
+        &self,
+        room_id: &RoomId,
+    ) -> Result<Option<RoomDetails>, StoreError> {
         let row = sqlx::query!(
             r#"select r.room_name, r.destroy_delay_secs, r.attributes, r.created_at, r.empty_since,
                       s.last_seq,

@@ -84,7 +84,11 @@ impl Store {
     /// Removes the user from the room. Returns whether they were a member.
     /// When the room is left empty its `empty_since` is set, in the same
     /// transaction, so the destruction countdown cannot be lost.
-    pub(crate) async fn leave_room(&self, room_id: &RoomId, user_id: &UserId) -> Result<bool, StoreError> {
+    pub(crate) async fn leave_room(
+        &self,
+        room_id: &RoomId,
+        user_id: &UserId,
+    ) -> Result<bool, StoreError> {
         let mut tx = self.pool.begin().await?;
         // Serializes leaves and joins of one room so "am I the last one" is exact.
         let room = sqlx::query!(
@@ -122,7 +126,11 @@ impl Store {
     }
 
     /// Whether the user is a member of the room right now.
-    pub(crate) async fn is_member(&self, room_id: &RoomId, user_id: &UserId) -> Result<bool, StoreError> {
+    pub(crate) async fn is_member(
+        &self,
+        room_id: &RoomId,
+        user_id: &UserId,
+    ) -> Result<bool, StoreError> {
         Ok(sqlx::query_scalar!(
             r#"select exists (select 1 from members where room_id = $1 and user_id = $2) as "member!""#,
             room_id.as_str(),
@@ -223,7 +231,6 @@ impl Store {
             })
             .collect())
     }
-
 }
 
 /// The room as a join sees it, share-locked until the join commits so it

@@ -112,7 +112,11 @@ impl<'b> Plan<'b> {
             }
         }
         for (row, cmid) in originals {
-            let key = (row.room_id.as_str(), row.sender_user_id.as_str(), cmid.as_str());
+            let key = (
+                row.room_id.as_str(),
+                row.sender_user_id.as_str(),
+                cmid.as_str(),
+            );
             let Some(indices) = by_key.get(&key).cloned() else {
                 continue;
             };
@@ -152,7 +156,11 @@ impl<'b> Plan<'b> {
         }
         self.outcomes
             .into_iter()
-            .map(|o| o.ok_or(StoreError::Invariant("a message of the batch has no outcome")))
+            .map(|o| {
+                o.ok_or(StoreError::Invariant(
+                    "a message of the batch has no outcome",
+                ))
+            })
             .collect()
     }
 }
@@ -163,7 +171,10 @@ impl Store {
     /// that contiguous range in batch order. A message whose
     /// `clientMessageID` is already stored (or earlier in the batch) is not
     /// stored again; its outcome is the original. Outcomes are in batch order.
-    pub(crate) async fn append_batch(&self, batch: &[Pending]) -> Result<Vec<Appended>, StoreError> {
+    pub(crate) async fn append_batch(
+        &self,
+        batch: &[Pending],
+    ) -> Result<Vec<Appended>, StoreError> {
         let mut tx = self.pool.begin().await?;
         let mut plan = Plan::new(batch);
         plan.resent(stored_originals(&mut tx, batch).await?);
@@ -199,7 +210,10 @@ impl Store {
         if cursor.is_backwards() {
             rows.reverse();
         }
-        let page = rows.into_iter().filter_map(MessageRow::into_message).collect();
+        let page = rows
+            .into_iter()
+            .filter_map(MessageRow::into_message)
+            .collect();
         Ok((page, has_more))
     }
 
@@ -358,8 +372,10 @@ async fn advance_streams(
     for &i in to_store {
         *counts.entry(batch[i].room_id.as_str()).or_default() += 1;
     }
-    let (rooms, ns): (Vec<String>, Vec<i64>) =
-        counts.iter().map(|(room, n)| ((*room).to_owned(), *n)).unzip();
+    let (rooms, ns): (Vec<String>, Vec<i64>) = counts
+        .iter()
+        .map(|(room, n)| ((*room).to_owned(), *n))
+        .unzip();
     let advanced = sqlx::query!(
         "update room_streams s set last_seq = s.last_seq + v.n
          from unnest($1::text[], $2::bigint[]) as v(room_id, n)
@@ -399,7 +415,12 @@ async fn insert_messages(
     };
     let cmids: Vec<Option<String>> = to_store
         .iter()
-        .map(|&i| batch[i].client_message_id.as_ref().map(|c| c.as_str().to_owned()))
+        .map(|&i| {
+            batch[i]
+                .client_message_id
+                .as_ref()
+                .map(|c| c.as_str().to_owned())
+        })
         .collect();
     let inserted = sqlx::query!(
         r#"insert into messages
@@ -421,7 +442,9 @@ async fn insert_messages(
     // Rows come back in no promised order; find each by (room, seq).
     let mut rows: HashMap<String, HashMap<i64, (i64, DateTime<Utc>)>> = HashMap::new();
     for r in inserted {
-        rows.entry(r.room_id).or_default().insert(r.seq, (r.id, r.created_at));
+        rows.entry(r.room_id)
+            .or_default()
+            .insert(r.seq, (r.id, r.created_at));
     }
     to_store
         .iter()
@@ -431,7 +454,9 @@ async fn insert_messages(
             let &(id, created_at) = rows
                 .get(m.room_id.as_str())
                 .and_then(|room| room.get(&seq))
-                .ok_or(StoreError::Invariant("an inserted message was not returned"))?;
+                .ok_or(StoreError::Invariant(
+                    "an inserted message was not returned",
+                ))?;
             Ok(m.stored_as(id, seq, created_at))
         })
         .collect()

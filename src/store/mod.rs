@@ -24,7 +24,7 @@ const POOL_SIZE: u32 = 16;
 const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(3);
 
 pub(crate) use lifecycle::NewRoom;
-pub(crate) use members::{Entry, Joined, JoinError};
+pub(crate) use members::{Entry, JoinError, Joined};
 pub(crate) use messages::{Appended, Pending};
 
 /// What went wrong with the database, already sorted by what a client is

@@ -67,7 +67,13 @@ impl Session {
 
     /// Queues a send behind the ones in flight (waiting for the oldest when
     /// [`MAX_SENDS_IN_FLIGHT`] are).
-    async fn pipeline(&self, id: u32, caller: &Caller, send: SendMessage, in_flight: &mut InFlight) {
+    async fn pipeline(
+        &self,
+        id: u32,
+        caller: &Caller,
+        send: SendMessage,
+        in_flight: &mut InFlight,
+    ) {
         if in_flight.len() >= MAX_SENDS_IN_FLIGHT
             && let Some(reply) = futures_util::StreamExt::next(in_flight).await
         {
@@ -123,9 +129,15 @@ impl Session {
                 let left = self.leave_all(caller).await?;
                 protocol::ok_reply(id, &ops::LeftAll { room_ids: &left })
             }
-            RoomRequest::History { room_id, cursor, count } => {
-                let (messages, has_more) =
-                    rooms.history(caller, &room_id, cursor, count).await.map_err(wire)?;
+            RoomRequest::History {
+                room_id,
+                cursor,
+                count,
+            } => {
+                let (messages, has_more) = rooms
+                    .history(caller, &room_id, cursor, count)
+                    .await
+                    .map_err(wire)?;
                 let page = ops::HistoryPage {
                     room_id: &room_id,
                     message_list: &messages,
@@ -133,7 +145,11 @@ impl Session {
                 };
                 protocol::ok_reply(id, &page)
             }
-            RoomRequest::MemberList { room_id, next_flag, count } => {
+            RoomRequest::MemberList {
+                room_id,
+                next_flag,
+                count,
+            } => {
                 let (members, next_flag) = rooms
                     .member_page(caller, &room_id, next_flag.as_deref(), count)
                     .await
@@ -147,7 +163,13 @@ impl Session {
             }
             RoomRequest::MemberCount { room_id } => {
                 let count = rooms.member_count(caller, &room_id).await.map_err(wire)?;
-                protocol::ok_reply(id, &ops::MemberCount { room_id: &room_id, count })
+                protocol::ok_reply(
+                    id,
+                    &ops::MemberCount {
+                        room_id: &room_id,
+                        count,
+                    },
+                )
             }
         };
         self.reply(reply).await;
@@ -155,7 +177,10 @@ impl Session {
     }
 
     /// `leaveAllRoom`: every room this connection joined, in room order.
-    async fn leave_all(&mut self, caller: &Caller) -> Result<Vec<crate::domain::RoomId>, ErrorBody> {
+    async fn leave_all(
+        &mut self,
+        caller: &Caller,
+    ) -> Result<Vec<crate::domain::RoomId>, ErrorBody> {
         let mut left = Vec::new();
         for room_id in self.joined.clone() {
             match self.ctx.rooms.leave(caller, &room_id).await {

@@ -26,6 +26,9 @@ use crate::config::Config;
 use crate::limits::{Connections, RateLimits};
 use crate::rooms::Rooms;
 
+/// An upgraded connection, as roomd's own upgrade path hands it over.
+type WebSocket = tokio_tungstenite::WebSocketStream<TokioIo<hyper::upgrade::Upgraded>>;
+
 /// Bytes tungstenite reads per call: small, because it is reserved for
 /// every connection, idle or not; most chat frames fit, larger ones are
 /// read in steps.

@@ -17,23 +17,17 @@ use std::time::Duration;
 
 use futures_util::stream::{FuturesOrdered, SplitStream};
 use futures_util::{SinkExt, StreamExt};
-use hyper::upgrade::Upgraded;
-use hyper_util::rt::TokioIo;
 use tokio::time::Instant;
-use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::{self, Message};
 use tracing::Instrument;
 
-use super::SessionContext;
+use super::{SessionContext, WebSocket};
 use super::writer::{close_frame, write_loop};
 use crate::domain::RoomId;
 use crate::limits::{ConnectionRates, ConnectionSlot, Limited, UserSlot};
 use crate::outbox::{CloseReason, Closer, ConnId, Frame, Outbox, next_conn_id};
 use crate::protocol::{self, ErrorBody, ErrorCode};
 use crate::rooms::Caller;
-
-/// An upgraded connection, as roomd's own upgrade path hands it over.
-pub(super) type WebSocket = WebSocketStream<TokioIo<Upgraded>>;
 
 /// Sends of one connection waiting for their commit at once. More in flight
 /// lets one busy sender share transactions with itself; the bound keeps a

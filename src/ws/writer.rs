@@ -9,7 +9,7 @@ use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 
-use super::session::WebSocket;
+use super::WebSocket;
 use crate::outbox::{CloseReason, Closer, OutboxQueue};
 
 /// A Close frame with roomd's code and reason.
