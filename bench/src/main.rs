@@ -1,29 +1,35 @@
 //! `roomd-bench`: load scenarios for roomd and the servers people would pick
 //! instead. The same client drives every target, so the comparison measures
 //! the servers, not the clients. See BENCHMARKS.md for the commands.
-//!
-//! Every message body is `B|<sender>|<counter>|<sent µs>|<padding>`: a
-//! receiver finds it in a frame without parsing JSON, computes latency from
-//! the send time (same process, same clock), and checks per-sender counters
-//! for loss, duplicates and order.
+
+mod body;
+mod client;
+mod server;
+mod source;
+mod stats;
+mod target;
 
 use std::collections::HashMap;
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
-use clap::{Parser, Subcommand, ValueEnum};
-use futures_util::stream::{SplitSink, SplitStream};
+use clap::{Parser, Subcommand};
+use futures_util::stream::SplitStream;
 use futures_util::{SinkExt, StreamExt};
 use hdrhistogram::Histogram;
 use serde_json::{Value, json};
-use tokio::net::{TcpSocket, TcpStream};
 use tokio::sync::Semaphore;
-use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::Message;
+
+use body::now_us;
+use client::{Ws, writer};
+use server::Server;
+use stats::{histogram, human, percentiles};
+use target::Target;
 
 #[derive(Parser)]
 #[command(name = "roomd-bench", version)]
@@ -36,13 +42,6 @@ struct Cli {
     /// The server's pid, to report its CPU time and memory.
     #[arg(long, global = true)]
     server_pid: Option<u32>,
-}
-
-#[derive(Clone, Copy, Debug, ValueEnum, PartialEq, Eq)]
-enum Target {
-    Roomd,
-    Socketio,
-    Bare,
 }
 
 #[derive(Subcommand)]
@@ -155,143 +154,6 @@ fn seconds(s: &str) -> Result<Duration, String> {
         .map_err(|e| e.to_string())
 }
 
-type Ws = WebSocketStream<TcpStream>;
-
-/// Microseconds since the bench started: the clock every body carries.
-fn now_us(epoch: Instant) -> u64 {
-    epoch.elapsed().as_micros() as u64
-}
-
-fn histogram() -> Histogram<u64> {
-    Histogram::new_with_bounds(1, 600_000_000, 3).expect("valid bounds")
-}
-
-fn percentiles(h: &Histogram<u64>) -> Value {
-    let ms = |q: f64| h.value_at_quantile(q) as f64 / 1000.0;
-    json!({"count": h.len(), "p50_ms": ms(0.5), "p90_ms": ms(0.9), "p99_ms": ms(0.99),
-           "p999_ms": ms(0.999), "max_ms": h.max() as f64 / 1000.0})
-}
-
-/// Server CPU seconds (user + system) and resident memory, from /proc.
-fn server_usage(pid: Option<u32>) -> Option<(f64, u64)> {
-    let pid = pid?;
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
-    let ticks: f64 = fields.get(11)?.parse::<f64>().ok()? + fields.get(12)?.parse::<f64>().ok()?;
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let rss_kib = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))?
-        .trim()
-        .trim_end_matches("kB")
-        .trim()
-        .parse()
-        .ok()?;
-    Some((ticks / 100.0, rss_kib))
-}
-
-async fn connect(addr: SocketAddr, source: u8, path: &str) -> anyhow::Result<Ws> {
-    let socket = TcpSocket::new_v4()?;
-    socket.bind(SocketAddr::new(
-        IpAddr::V4(Ipv4Addr::new(127, 0, 0, source.max(1))),
-        0,
-    ))?;
-    let tcp = socket.connect(addr).await?;
-    tcp.set_nodelay(true)?;
-    let (ws, _) = tokio_tungstenite::client_async(format!("ws://{addr}{path}"), tcp).await?;
-    Ok(ws)
-}
-
-/// Reads frames until one satisfies `done`, answering Engine.IO pings.
-async fn read_until(ws: &mut Ws, done: impl Fn(&str) -> bool) -> anyhow::Result<String> {
-    loop {
-        let frame = tokio::time::timeout(Duration::from_secs(30), ws.next())
-            .await
-            .context("timed out")?
-            .context("closed")??;
-        if let Message::Text(text) = frame {
-            if done(&text) {
-                return Ok(text.to_string());
-            }
-            if text.as_str() == "2" {
-                ws.send(Message::text("3")).await?;
-            }
-        }
-    }
-}
-
-/// Opens a connection that is a member of `room` on the target.
-async fn member(
-    target: Target,
-    addr: SocketAddr,
-    source: u8,
-    user: &str,
-    room: &str,
-) -> anyhow::Result<Ws> {
-    match target {
-        Target::Roomd => {
-            let mut ws = connect(addr, source, "/v1/ws").await?;
-            ws.send(Message::text(
-                json!({"id": 1, "op": "login", "userInfo": {"userID": user}}).to_string(),
-            ))
-            .await?;
-            let reply = read_until(&mut ws, |t| t.starts_with("{\"id\":1")).await?;
-            if !reply.contains("\"ok\":true") {
-                bail!("login failed: {reply}");
-            }
-            ws.send(Message::text(
-                json!({"id": 2, "op": "enterRoom", "roomInfo": {"roomID": room}}).to_string(),
-            ))
-            .await?;
-            let reply = read_until(&mut ws, |t| t.starts_with("{\"id\":2")).await?;
-            if !reply.contains("\"ok\":true") {
-                bail!("enterRoom failed: {reply}");
-            }
-            Ok(ws)
-        }
-        Target::Socketio => {
-            let mut ws = connect(addr, source, "/socket.io/?EIO=4&transport=websocket").await?;
-            read_until(&mut ws, |t| t.starts_with('0')).await?;
-            ws.send(Message::text("40")).await?;
-            read_until(&mut ws, |t| t.starts_with("40")).await?;
-            ws.send(Message::text(format!("42[\"join\",\"{room}\"]")))
-                .await?;
-            Ok(ws)
-        }
-        Target::Bare => {
-            let mut ws = connect(addr, source, "/").await?;
-            ws.send(Message::text(format!("join {room}"))).await?;
-            Ok(ws)
-        }
-    }
-}
-
-fn body(sender: usize, counter: u64, sent_us: u64, padding: &str) -> String {
-    format!("B|{sender}|{counter}|{sent_us}|{padding}")
-}
-
-fn message_frame(target: Target, id: u64, room: &str, body: &str) -> Message {
-    Message::text(match target {
-        Target::Roomd => format!(
-            "{{\"id\":{id},\"op\":\"sendRoomMessage\",\"roomID\":\"{room}\",\"message\":{{\"type\":\"text\",\"message\":\"{body}\"}}}}"
-        ),
-        Target::Socketio => format!("42[\"msg\",\"{body}\"]"),
-        Target::Bare => body.to_string(),
-    })
-}
-
-/// Every body in a frame: (sender, counter, sent µs).
-fn bodies(text: &str) -> impl Iterator<Item = (usize, u64, u64)> + '_ {
-    text.match_indices("B|").filter_map(|(at, _)| {
-        let mut parts = text[at + 2..].splitn(4, '|');
-        Some((
-            parts.next()?.parse().ok()?,
-            parts.next()?.parse().ok()?,
-            parts.next()?.parse().ok()?,
-        ))
-    })
-}
-
 /// What one receiving connection saw.
 struct Received {
     latency: Histogram<u64>,
@@ -340,7 +202,7 @@ async fn receive(
             continue;
         }
         let now = now_us(epoch);
-        for (sender, counter, sent) in bodies(text) {
+        for (sender, counter, sent) in body::decode_all(text) {
             let _ = r.latency.record(now.saturating_sub(sent).max(1));
             let expected = r.next.entry(sender).or_insert(0);
             if counter < *expected {
@@ -384,23 +246,6 @@ async fn settle(counter: &AtomicU64, quiet: Duration, max: Duration) {
     }
 }
 
-/// Writes frames from a queue to a sink (senders and Engine.IO pongs share it).
-fn writer(mut sink: SplitSink<Ws, Message>, capacity: usize) -> tokio::sync::mpsc::Sender<Message> {
-    let (tx, mut rx) = tokio::sync::mpsc::channel::<Message>(capacity);
-    tokio::spawn(async move {
-        while let Some(frame) = rx.recv().await {
-            let mut ok = sink.feed(frame).await.is_ok();
-            while ok && let Ok(frame) = rx.try_recv() {
-                ok = sink.feed(frame).await.is_ok();
-            }
-            if !ok || sink.flush().await.is_err() {
-                break;
-            }
-        }
-    });
-    tx
-}
-
 #[allow(clippy::too_many_arguments)]
 async fn fanout(
     target: Target,
@@ -433,11 +278,11 @@ async fn fanout(
     let mut pending = Vec::new();
     for i in 0..total {
         let (m, r) = (i / rooms, i % rooms);
-        let source = 1 + (i % sources.max(1) as usize) as u8;
+        let source = source::nth(i, sources);
         let room = format!("bench-{run}-{r}");
         let user = format!("u{run}-{r}-{m}");
         pending.push(tokio::spawn(async move {
-            (r, m, member(target, addr, source, &user, &room).await)
+            (r, m, target.member(addr, source, &user, &room).await)
         }));
         if pending.len() < 256 && i + 1 < total {
             continue;
@@ -468,7 +313,7 @@ async fn fanout(
     );
     tokio::time::sleep(Duration::from_millis(500)).await;
 
-    let before = server_usage(pid);
+    let before = Server::new(pid).usage();
     let stop_senders = Arc::new(AtomicBool::new(false));
     let padding = "x".repeat(body_bytes);
     let mut sending = Vec::new();
@@ -497,9 +342,9 @@ async fn fanout(
                         }
                     }
                 }
-                let b = body(sender, counter, now_us(epoch), &padding);
+                let b = body::encode(sender, counter, now_us(epoch), &padding);
                 if tx
-                    .send(message_frame(target, counter + 10, &room, &b))
+                    .send(target.message(counter + 10, &room, &b))
                     .await
                     .is_err()
                 {
@@ -521,7 +366,7 @@ async fn fanout(
     let send_window = started.elapsed();
     settle(&delivered, Duration::from_secs(1), Duration::from_secs(30)).await;
     let elapsed = started.elapsed();
-    let after = server_usage(pid);
+    let after = Server::new(pid).usage();
     stop_receivers.store(true, Ordering::Relaxed);
 
     let mut latency = histogram();
@@ -543,8 +388,8 @@ async fn fanout(
     let expected = expected.saturating_sub(own);
     let deliveries_per_sec = got as f64 / elapsed.as_secs_f64();
     let cpu = match (before, after) {
-        (Some((b, _)), Some((a, rss))) => json!({"server_cpu_s": a - b,
-            "server_cpu_us_per_delivery": (a - b) * 1e6 / got.max(1) as f64, "server_rss_kib": rss}),
+        (Some(b), Some(a)) => json!({"server_cpu_s": a.cpu_s - b.cpu_s,
+            "server_cpu_us_per_delivery": (a.cpu_s - b.cpu_s) * 1e6 / got.max(1) as f64, "server_rss_kib": a.rss_kib}),
         _ => Value::Null,
     };
     Ok(json!({
@@ -616,16 +461,16 @@ async fn persist(
     let padding = "x".repeat(body_bytes);
     let stop = Arc::new(AtomicBool::new(false));
     let mut tasks = Vec::new();
-    let before = server_usage(pid);
+    let before = Server::new(pid).usage();
     for s in 0..senders {
-        let ws = member(
-            Target::Roomd,
-            addr,
-            1,
-            &format!("p{run}-{s}"),
-            &format!("persist-{run}-{s}"),
-        )
-        .await?;
+        let ws = Target::Roomd
+            .member(
+                addr,
+                source::FIRST,
+                &format!("p{run}-{s}"),
+                &format!("persist-{run}-{s}"),
+            )
+            .await?;
         let (stop, padding) = (stop.clone(), padding.clone());
         let room = format!("persist-{run}-{s}");
         tasks.push(tokio::spawn(async move {
@@ -651,9 +496,9 @@ async fn persist(
                     }
                     id += 1;
                     let sent = now_us(epoch);
-                    let b = body(s, id, sent, &padding);
+                    let b = body::encode(s, id, sent, &padding);
                     if sink
-                        .send(message_frame(Target::Roomd, id, &room, &b))
+                        .send(Target::Roomd.message(id, &room, &b))
                         .await
                         .is_err()
                     {
@@ -695,10 +540,10 @@ async fn persist(
         errors += e;
     }
     let elapsed = started.elapsed().as_secs_f64();
-    let after = server_usage(pid);
+    let after = Server::new(pid).usage();
     let cpu = match (before, after) {
-        (Some((b, _)), Some((a, _))) => {
-            json!({"server_cpu_s": a - b, "server_cpu_us_per_ack": (a - b) * 1e6 / acked.max(1) as f64})
+        (Some(b), Some(a)) => {
+            json!({"server_cpu_s": a.cpu_s - b.cpu_s, "server_cpu_us_per_ack": (a.cpu_s - b.cpu_s) * 1e6 / acked.max(1) as f64})
         }
         _ => Value::Null,
     };
@@ -717,21 +562,21 @@ async fn connections(
     pid: Option<u32>,
 ) -> anyhow::Result<Value> {
     let run = Instant::now().elapsed().as_nanos() % 1_000_000;
-    let baseline = server_usage(pid).map(|(_, rss)| rss);
+    let baseline = Server::new(pid).rss_kib();
     let mut open = Vec::with_capacity(count);
     let mut pending = Vec::new();
     let started = Instant::now();
     for i in 0..count {
-        let source = 1 + (i % sources.max(1) as usize) as u8;
+        let source = source::nth(i, sources);
         pending.push(tokio::spawn(async move {
-            member(
-                Target::Roomd,
-                addr,
-                source,
-                &format!("c{run}-{i}"),
-                &format!("idle-{run}-{}", i / room_size),
-            )
-            .await
+            Target::Roomd
+                .member(
+                    addr,
+                    source,
+                    &format!("c{run}-{i}"),
+                    &format!("idle-{run}-{}", i / room_size),
+                )
+                .await
         }));
         if pending.len() >= 256 {
             for task in pending.drain(..) {
@@ -754,7 +599,7 @@ async fn connections(
         })
         .collect();
     tokio::time::sleep(Duration::from_secs(3)).await;
-    let after = server_usage(pid).map(|(_, rss)| rss);
+    let after = Server::new(pid).rss_kib();
     let per_conn = match (baseline, after) {
         (Some(b), Some(a)) => json!((a.saturating_sub(b)) as f64 * 1024.0 / count as f64 / 1024.0),
         _ => Value::Null,
@@ -779,14 +624,14 @@ async fn churn(
     let events = Arc::new(AtomicU64::new(0));
     let mut tasks = Vec::new();
     for c in 0..clients {
-        let mut ws = member(
-            Target::Roomd,
-            addr,
-            1,
-            &format!("ch{run}-{c}"),
-            &format!("churn-{run}-home"),
-        )
-        .await?;
+        let mut ws = Target::Roomd
+            .member(
+                addr,
+                source::FIRST,
+                &format!("ch{run}-{c}"),
+                &format!("churn-{run}-home"),
+            )
+            .await?;
         let (stop, events) = (stop.clone(), events.clone());
         tasks.push(tokio::spawn(async move {
             let mut latency = histogram();
@@ -851,9 +696,13 @@ async fn stuck(
 ) -> anyhow::Result<Value> {
     let run = Instant::now().elapsed().as_nanos() % 1_000_000;
     let room = format!("stuck-{run}");
-    let sender = member(Target::Roomd, addr, 1, &format!("st{run}-sender"), &room).await?;
+    let sender = Target::Roomd
+        .member(addr, source::FIRST, &format!("st{run}-sender"), &room)
+        .await?;
     // Joined, then never read again: its socket buffers fill, then its queue.
-    let _stuck = member(Target::Roomd, addr, 1, &format!("st{run}-stuck"), &room).await?;
+    let _stuck = Target::Roomd
+        .member(addr, source::FIRST, &format!("st{run}-stuck"), &room)
+        .await?;
     let (sink, mut stream) = sender.split();
     let acks = Arc::new(AtomicU64::new(0));
     let counted = acks.clone();
@@ -872,9 +721,9 @@ async fn stuck(
         let mut counter = 0u64;
         while epoch.elapsed() < duration {
             ticker.tick().await;
-            let b = body(0, counter, now_us(epoch), &padding);
+            let b = body::encode(0, counter, now_us(epoch), &padding);
             if tx
-                .send(message_frame(Target::Roomd, counter + 10, &room, &b))
+                .send(Target::Roomd.message(counter + 10, &room, &b))
                 .await
                 .is_err()
             {
@@ -888,7 +737,7 @@ async fn stuck(
     while epoch.elapsed() < duration {
         samples.push(
             json!({"t_s": epoch.elapsed().as_secs(), "acked": acks.load(Ordering::Relaxed),
-                            "server_rss_kib": server_usage(pid).map(|(_, rss)| rss)}),
+                            "server_rss_kib": Server::new(pid).rss_kib()}),
         );
         tokio::time::sleep(Duration::from_secs(1)).await;
     }
@@ -974,16 +823,6 @@ async fn history(
               "page_latency": percentiles(&latency),
               "mean_ms": latency.mean() / 1000.0}),
     )
-}
-
-fn human(summary: &Value) -> String {
-    let mut out = String::new();
-    if let Value::Object(map) = summary {
-        for (key, value) in map {
-            out.push_str(&format!("{key:>26}: {value}\n"));
-        }
-    }
-    out
 }
 
 #[tokio::main]

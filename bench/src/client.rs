@@ -1,0 +1,63 @@
+//! WebSocket clients of the server under test.
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::time::Duration;
+
+use anyhow::Context;
+use futures_util::stream::SplitSink;
+use futures_util::{SinkExt, StreamExt};
+use tokio::net::{TcpSocket, TcpStream};
+use tokio::sync::mpsc;
+use tokio_tungstenite::WebSocketStream;
+use tokio_tungstenite::tungstenite::Message;
+
+pub type Ws = WebSocketStream<TcpStream>;
+
+/// Connects from `source` (see [`crate::source`]), with Nagle off so a small
+/// frame leaves when it is sent rather than when a timer fires.
+pub async fn connect(addr: SocketAddr, source: Ipv4Addr, path: &str) -> anyhow::Result<Ws> {
+    let socket = TcpSocket::new_v4()?;
+    socket.bind(SocketAddr::new(IpAddr::V4(source), 0))?;
+    let tcp = socket.connect(addr).await?;
+    tcp.set_nodelay(true)?;
+    let (ws, _) = tokio_tungstenite::client_async(format!("ws://{addr}{path}"), tcp).await?;
+    Ok(ws)
+}
+
+/// Reads frames until one satisfies `done`, answering Engine.IO pings: a
+/// Socket.IO server drops a client that leaves them unanswered.
+pub async fn read_until(ws: &mut Ws, done: impl Fn(&str) -> bool) -> anyhow::Result<String> {
+    loop {
+        let frame = tokio::time::timeout(Duration::from_secs(30), ws.next())
+            .await
+            .context("timed out")?
+            .context("closed")??;
+        if let Message::Text(text) = frame {
+            if done(&text) {
+                return Ok(text.to_string());
+            }
+            if text.as_str() == "2" {
+                ws.send(Message::text("3")).await?;
+            }
+        }
+    }
+}
+
+/// Writes frames from a queue to a sink, so that a sender and the Engine.IO
+/// pongs of its connection's reader can share one connection, and frames
+/// queued meanwhile go out in one flush.
+pub fn writer(mut sink: SplitSink<Ws, Message>, capacity: usize) -> mpsc::Sender<Message> {
+    let (tx, mut rx) = mpsc::channel::<Message>(capacity);
+    tokio::spawn(async move {
+        while let Some(frame) = rx.recv().await {
+            let mut ok = sink.feed(frame).await.is_ok();
+            while ok && let Ok(frame) = rx.try_recv() {
+                ok = sink.feed(frame).await.is_ok();
+            }
+            if !ok || sink.flush().await.is_err() {
+                break;
+            }
+        }
+    });
+    tx
+}
