@@ -13,6 +13,11 @@ use tokio_tungstenite::tungstenite::Message;
 
 pub type Ws = WebSocketStream<TcpStream>;
 
+/// Connections opened at once. Thousands of simultaneous handshakes overflow
+/// a listen backlog, and a dropped SYN is retried only after a second, which
+/// would be measured as join time.
+const BATCH: usize = 256;
+
 /// Connects from `source` (see [`crate::source`]), with Nagle off so a small
 /// frame leaves when it is sent rather than when a timer fires.
 pub async fn connect(addr: SocketAddr, source: Ipv4Addr, path: &str) -> anyhow::Result<Ws> {
@@ -22,6 +27,27 @@ pub async fn connect(addr: SocketAddr, source: Ipv4Addr, path: &str) -> anyhow::
     tcp.set_nodelay(true)?;
     let (ws, _) = tokio_tungstenite::client_async(format!("ws://{addr}{path}"), tcp).await?;
     Ok(ws)
+}
+
+/// Opens `count` connections, [`BATCH`] at a time, and hands each to
+/// `opened` in order as its batch completes, so that early connections are
+/// read from while later ones are still joining.
+pub async fn open_in_batches<F>(
+    count: usize,
+    mut open: impl FnMut(usize) -> F,
+    mut opened: impl FnMut(usize, Ws),
+) -> anyhow::Result<()>
+where
+    F: Future<Output = anyhow::Result<Ws>> + Send + 'static,
+{
+    for start in (0..count).step_by(BATCH) {
+        let batch = start..(start + BATCH).min(count);
+        let tasks: Vec<_> = batch.clone().map(|i| tokio::spawn(open(i))).collect();
+        for (i, task) in batch.zip(tasks) {
+            opened(i, task.await??);
+        }
+    }
+    Ok(())
 }
 
 /// Reads frames until one satisfies `done`, answering Engine.IO pings: a
