@@ -8,7 +8,7 @@ pub mod history;
 pub mod persist;
 pub mod stuck;
 
-use std::time::Duration;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// Parses `--duration`: seconds, fractions allowed, with or without an `s`.
 fn seconds(s: &str) -> Result<Duration, String> {
@@ -19,7 +19,12 @@ fn seconds(s: &str) -> Result<Duration, String> {
 }
 
 /// Names this run's rooms and users apart from those of earlier runs against
-/// the same server, which may still hold their memberships and messages.
+/// the same server, which may still hold their memberships and messages: the
+/// start time in milliseconds, and the pid for two runs started in the same
+/// millisecond.
 fn run_id() -> String {
-    (std::time::Instant::now().elapsed().as_nanos() % 1_000_000).to_string()
+    let ms = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |since| since.as_millis());
+    format!("{ms}-{}", std::process::id())
 }
