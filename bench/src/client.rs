@@ -18,8 +18,8 @@ pub type Ws = WebSocketStream<TcpStream>;
 /// would be measured as join time.
 const BATCH: usize = 256;
 
-/// Connects from `source` (see [`crate::source`]), with Nagle off so a small
-/// frame leaves when it is sent rather than when a timer fires.
+/// Connects from `source` (see [`crate::source`]), with Nagle off so that a
+/// small frame leaves at once instead of waiting for the previous one's ACK.
 pub async fn connect(addr: SocketAddr, source: Ipv4Addr, path: &str) -> anyhow::Result<Ws> {
     let socket = TcpSocket::new_v4()?;
     socket.bind(SocketAddr::new(IpAddr::V4(source), 0))?;

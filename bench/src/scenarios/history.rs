@@ -31,7 +31,8 @@ pub struct HistoryArgs {
     token: Option<String>,
 }
 
-/// COPY data is sent in chunks of about this many bytes.
+/// COPY data goes out in chunks of about this many bytes, rather than as one
+/// string: 10 M rows are nearly a gigabyte.
 const CHUNK: usize = 1 << 20;
 
 pub async fn run(args: HistoryArgs) -> anyhow::Result<Value> {
@@ -95,9 +96,9 @@ async fn load(db: &mut PgConnection, room: &str, messages: u64) -> anyhow::Resul
     Ok(())
 }
 
-/// Fetches `requests` pages, each before a pseudo-random cursor: the same
-/// cursors every run, so runs compare, and spread over the whole room, so
-/// the cache is not only ever warm for one page.
+/// Fetches `requests` pages, each before a pseudo-random cursor: random so
+/// that pages come from all over the room rather than one warm spot, seeded
+/// so that every run asks for the same ones.
 async fn pages(args: &HistoryArgs, room: &str) -> anyhow::Result<Histogram<u64>> {
     let (addr, limit, messages) = (args.addr, args.limit as u64, args.messages);
     let client = reqwest::Client::new();
