@@ -11,7 +11,6 @@ export declare const ErrorCode: {
   readonly TooLarge: 1007;
   readonly Unavailable: 1008;
   readonly Internal: 1009;
-  readonly AlreadyInRoom: 6000320;
   readonly NotInRoom: 6000321;
   readonly RoomNotFound: 6000322;
   readonly RoomExists: 6000323;

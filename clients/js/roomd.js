@@ -21,7 +21,6 @@ export const ErrorCode = Object.freeze({
   TooLarge: 1007,
   Unavailable: 1008,
   Internal: 1009,
-  AlreadyInRoom: 6000320,
   NotInRoom: 6000321,
   RoomNotFound: 6000322,
   RoomExists: 6000323,
