@@ -7,7 +7,7 @@ import { RoomdClient } from '/sdk/roomd.js';
 
 const HISTORY_PAGE = 30;
 const MEMBER_PAGE = 100;
-// ZIM's room id alphabet (see PROTOCOL.md).
+// ZIM's room id alphabet (see docs/protocol.md).
 const ROOM_ID = /^[A-Za-z0-9!#$%&()+\-:;<=.>?@[\]^_{}|~]{1,128}$/;
 const USER_ID = /^[A-Za-z0-9_.@-]{1,64}$/;
 const STORE = { name: 'roomd.chat.name', userID: 'roomd.chat.userID', room: 'roomd.chat.room' };

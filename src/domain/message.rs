@@ -63,7 +63,7 @@ impl Priority {
     }
 }
 
-/// A stored message, exactly as clients see it (PROTOCOL.md `RoomMessage`).
+/// A stored message, exactly as clients see it (`RoomMessage` in docs/protocol.md).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub(crate) struct RoomMessage {
@@ -79,7 +79,8 @@ pub(crate) struct RoomMessage {
     pub(crate) message: String,
     pub(crate) extended_data: String,
     pub(crate) priority: Priority,
-    /// Server time of the commit, Unix milliseconds.
+    /// When it was stored: the database clock at the start of the storing
+    /// transaction, Unix milliseconds (messages committed together share it).
     pub(crate) timestamp: i64,
 }
 
