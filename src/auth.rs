@@ -170,3 +170,77 @@ impl Authenticator {
             .map_err(|e| AuthError::Invalid(e.to_string()))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    const SECRET: &str = "a-test-secret-of-thirty-two-bytes!";
+
+    fn user(id: &str, name: &str) -> UserInfo {
+        UserInfo {
+            user_id: UserId::parse(id).unwrap(),
+            user_name: UserName::parse(name).unwrap(),
+        }
+    }
+
+    fn token(sub: &str, name: Option<&str>) -> String {
+        issue_token(&Secret::from(SECRET), sub, name, Duration::from_secs(60)).unwrap()
+    }
+
+    #[test]
+    fn open_mode_trusts_the_claimed_user_and_lets_anyone_read() {
+        let auth = Authenticator::new(None, None);
+        assert!(auth.is_open());
+        assert_eq!(auth.login(user("alice", "A"), None), Ok(user("alice", "A")));
+        assert_eq!(auth.reader(None), Ok(Reader::Anyone));
+    }
+
+    #[test]
+    fn a_token_logs_in_its_subject_only_and_its_name_wins() {
+        let auth = Authenticator::new(Some(SECRET), None);
+        let named = token("alice", Some("Alice L."));
+        assert_eq!(
+            auth.login(user("alice", "a"), Some(&named)),
+            Ok(user("alice", "Alice L."))
+        );
+        assert_eq!(
+            auth.login(user("bob", "b"), Some(&named)),
+            Err(AuthError::WrongSubject)
+        );
+        assert_eq!(
+            auth.login(user("alice", "a"), None),
+            Err(AuthError::Missing)
+        );
+        let other = issue_token(
+            &Secret::from("another-secret-of-thirty-two-byte"),
+            "alice",
+            None,
+            Duration::from_secs(60),
+        )
+        .unwrap();
+        assert!(matches!(
+            auth.login(user("alice", "a"), Some(&other)),
+            Err(AuthError::Invalid(_))
+        ));
+    }
+
+    #[test]
+    fn readers_are_the_admin_a_user_or_nobody() {
+        let auth = Authenticator::new(Some(SECRET), Some("admin-token"));
+        assert_eq!(auth.reader(Some("Bearer admin-token")), Ok(Reader::Admin));
+        let alice = format!("Bearer {}", token("alice", None));
+        assert_eq!(
+            auth.reader(Some(&alice)),
+            Ok(Reader::User(UserId::parse("alice").unwrap()))
+        );
+        assert_eq!(auth.reader(None), Err(AuthError::Missing));
+        assert_eq!(auth.reader(Some("Basic xyz")), Err(AuthError::Missing));
+        assert!(auth.reader(Some("Bearer admin-tokeN")).is_err());
+        let admin_only = Authenticator::new(None, Some("admin-token"));
+        assert_eq!(admin_only.reader(None), Err(AuthError::Missing));
+        assert!(admin_only.reader(Some("Bearer guess")).is_err());
+    }
+}

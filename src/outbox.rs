@@ -207,3 +207,79 @@ impl Outbox {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn frame(text: &str) -> Frame {
+        Frame::from(text.to_owned())
+    }
+
+    #[tokio::test]
+    async fn pushed_events_arrive_in_order_and_are_counted_out_again() {
+        let (outbox, mut queue, closer) = Outbox::new(4, 1024);
+        outbox.push(frame("a"));
+        outbox.push(frame("bb"));
+        assert!(outbox.send(frame("ccc")).await);
+        assert_eq!(outbox.queued_bytes.load(Ordering::Acquire), 6);
+        for expected in ["a", "bb", "ccc"] {
+            assert_eq!(queue.recv().await.as_deref(), Some(expected));
+        }
+        assert_eq!(outbox.queued_bytes.load(Ordering::Acquire), 0);
+        assert_eq!(closer.reason(), None);
+    }
+
+    #[test]
+    fn a_queue_full_of_frames_closes_its_connection_as_a_slow_consumer() {
+        let (outbox, _queue, closer) = Outbox::new(2, 1024);
+        outbox.push(frame("1"));
+        outbox.push(frame("2"));
+        assert_eq!(closer.reason(), None);
+        outbox.push(frame("3"));
+        assert_eq!(closer.reason(), Some(CloseReason::SLOW_CONSUMER));
+    }
+
+    #[test]
+    fn a_queue_over_its_byte_budget_closes_too_but_one_large_frame_fits() {
+        let (outbox, _queue, closer) = Outbox::new(100, 10);
+        // The first frame always fits, however large: an event is never
+        // undeliverable to an idle connection.
+        outbox.push(frame(&"x".repeat(50)));
+        assert_eq!(closer.reason(), None);
+        outbox.push(frame("y"));
+        assert_eq!(closer.reason(), Some(CloseReason::SLOW_CONSUMER));
+        assert_eq!(outbox.queued_bytes.load(Ordering::Acquire), 50);
+    }
+
+    #[tokio::test]
+    async fn a_reply_waits_for_room_and_gives_up_when_the_connection_closes() {
+        let (outbox, mut queue, closer) = Outbox::new(1, 1024);
+        assert!(outbox.send(frame("first")).await);
+        let waiting = tokio::spawn({
+            let outbox = outbox.clone();
+            async move { outbox.send(frame("second")).await }
+        });
+        assert_eq!(queue.recv().await.as_deref(), Some("first"));
+        assert!(waiting.await.unwrap(), "room was made, the reply went in");
+        let blocked = tokio::spawn({
+            let outbox = outbox.clone();
+            async move { outbox.send(frame("third")).await }
+        });
+        closer.close(CloseReason::IDLE);
+        assert!(
+            !blocked.await.unwrap(),
+            "a closed connection takes no reply"
+        );
+        assert_eq!(closer.reason(), Some(CloseReason::IDLE));
+    }
+
+    #[test]
+    fn the_first_close_reason_wins() {
+        let closer = Closer::default();
+        closer.close(CloseReason::ABUSE);
+        closer.close(CloseReason::IDLE);
+        closer.abort();
+        assert_eq!(closer.reason(), Some(CloseReason::ABUSE));
+    }
+}

@@ -192,3 +192,75 @@ impl Hub {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::outbox::OutboxQueue;
+
+    fn member(user: &str) -> (Subscriber, OutboxQueue) {
+        let (outbox, queue, _closer) = Outbox::new(16, 1 << 20);
+        let user = UserId::parse(user).unwrap();
+        (Subscriber::joining(user, outbox), queue)
+    }
+
+    fn drained(queue: &mut OutboxQueue) -> Vec<String> {
+        std::iter::from_fn(|| queue.try_recv().map(|f| f.to_string())).collect()
+    }
+
+    #[tokio::test]
+    async fn a_joining_connection_gets_held_events_only_when_it_goes_live() {
+        let hub = Hub::default();
+        let room_id = RoomId::parse("r").unwrap();
+        let mut room = hub.lock(&room_id).await;
+        let (joining, mut queue) = member("a");
+        room.subscribe(1, joining);
+        room.broadcast(&Frame::from("e1".to_owned()), None);
+        assert!(drained(&mut queue).is_empty(), "held while joining");
+        room.go_live(1);
+        room.broadcast(&Frame::from("e2".to_owned()), None);
+        assert_eq!(drained(&mut queue), ["e1", "e2"]);
+    }
+
+    #[tokio::test]
+    async fn senders_get_their_own_frame_or_none_and_everyone_else_the_shared_one() {
+        let hub = Hub::default();
+        let room_id = RoomId::parse("r").unwrap();
+        let mut room = hub.lock(&room_id).await;
+        let mut queues = Vec::new();
+        for (conn, user) in [(1, "a"), (2, "b"), (3, "c")] {
+            let (subscriber, queue) = member(user);
+            room.subscribe(conn, subscriber);
+            room.go_live(conn);
+            queues.push(queue);
+        }
+        let all = Frame::from("all".to_owned());
+        let others = Frame::from("without-1".to_owned());
+        room.broadcast_with(&all, &[(1, Some(others)), (2, None)]);
+        assert_eq!(drained(&mut queues[0]), ["without-1"]);
+        assert!(drained(&mut queues[1]).is_empty());
+        assert_eq!(drained(&mut queues[2]), ["all"]);
+        room.broadcast(&Frame::from("x".to_owned()), Some(3));
+        assert_eq!(drained(&mut queues[2]), Vec::<String>::new());
+        assert!(room.has_user(&UserId::parse("b").unwrap()));
+        assert!(!room.user_has_other_connection(&UserId::parse("c").unwrap(), 3));
+    }
+
+    #[tokio::test]
+    async fn an_emptied_room_leaves_the_map_and_a_later_lock_gets_a_fresh_one() {
+        let hub = Hub::default();
+        let room_id = RoomId::parse("r").unwrap();
+        {
+            let mut room = hub.lock(&room_id).await;
+            let (subscriber, _queue) = member("a");
+            room.subscribe(1, subscriber);
+        }
+        assert_eq!(hub.rooms.lock().unwrap().len(), 1);
+        {
+            let mut room = hub.lock(&room_id).await;
+            assert!(room.unsubscribe(1).is_some());
+        }
+        assert!(hub.rooms.lock().unwrap().is_empty());
+        assert!(!hub.lock(&room_id).await.contains(1));
+    }
+}

@@ -21,8 +21,8 @@ use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::{self, Message};
 use tracing::Instrument;
 
-use super::{SessionContext, WebSocket};
 use super::writer::{close_frame, write_loop};
+use super::{SessionContext, WebSocket};
 use crate::domain::RoomId;
 use crate::limits::{ConnectionRates, ConnectionSlot, Limited, UserSlot};
 use crate::outbox::{CloseReason, Closer, ConnId, Frame, Outbox, next_conn_id};
