@@ -9,14 +9,15 @@ use std::time::Duration;
 
 use sqlx::postgres::PgConnectOptions;
 use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::auth::Authenticator;
+use crate::auth::{Authenticator, MIN_SECRET_BYTES};
 use crate::config::{Config, Secret};
 use crate::embedded_pg::{EmbeddedOptions, EmbeddedPgError, EmbeddedPostgres};
-use crate::http::{self, HttpContext};
-use crate::limits::{Connections, RateLimits};
+use crate::http::{self, HttpContext, OriginPolicy};
+use crate::limits::{Connections, HttpConnections, RateLimits};
 use crate::metrics::Metrics;
 use crate::rooms::{RoomSettings, Rooms};
 use crate::scheduler::{Retention, Scheduler, SchedulerError};
@@ -39,6 +40,14 @@ enum StartError {
          address, or pass --insecure-open if you really mean it"
     )]
     InsecureOpen(SocketAddr),
+    #[error(
+        "--auth-secret (ROOMD_AUTH_SECRET) must be at least {MIN_SECRET_BYTES} bytes: a shorter \
+         HMAC key can be guessed, and then anyone can sign a token for any user. Generate one \
+         with `openssl rand -base64 48`"
+    )]
+    WeakSecret,
+    #[error("--admin-token (ROOMD_ADMIN_TOKEN) must not be empty: leave it unset for no admin")]
+    EmptyAdminToken,
     #[error("cannot listen on {addr}: {source}")]
     Bind {
         addr: SocketAddr,
@@ -71,6 +80,7 @@ pub struct App {
 
 impl App {
     pub async fn build(config: Config) -> Result<Self, AppError> {
+        check_secrets(&config)?;
         check_open_mode(&config)?;
         let listener = TcpListener::bind(config.bind)
             .await
@@ -92,7 +102,7 @@ impl App {
             window,
             schedule: config.retention_schedule.clone(),
         });
-        let scheduler = Scheduler::start(store.clone(), metrics.clone(), rates, retention)
+        let scheduler = Scheduler::start(store.clone(), metrics.clone(), rates.clone(), retention)
             .await
             .map_err(StartError::from)?;
         if sessions.auth.is_open() {
@@ -106,6 +116,19 @@ impl App {
             metrics,
             sessions,
             trust_forwarded_for: config.trust_forwarded_for,
+            connections: HttpConnections::new(
+                config.limits.max_http_connections,
+                config.limits.max_http_connections_per_ip,
+            ),
+            http_timeout: config.http_timeout,
+            origins: OriginPolicy::new(
+                config.auth_secret.is_none(),
+                config.bind.ip().is_loopback(),
+                &config.allowed_origins,
+            ),
+            rates: rates.clone(),
+            history_slots: Arc::new(Semaphore::new(config.limits.max_concurrent_history)),
+            history_page_bytes: config.limits.max_history_page_bytes,
         });
         Ok(Self {
             http,
@@ -149,6 +172,25 @@ impl App {
         }
         tracing::info!("roomd stopped");
     }
+}
+
+/// Secrets that protect nothing are refused rather than trusted.
+fn check_secrets(config: &Config) -> Result<(), StartError> {
+    if config
+        .auth_secret
+        .as_ref()
+        .is_some_and(|s| s.expose().len() < MIN_SECRET_BYTES)
+    {
+        return Err(StartError::WeakSecret);
+    }
+    if config
+        .admin_token
+        .as_ref()
+        .is_some_and(|t| t.expose().trim().is_empty())
+    {
+        return Err(StartError::EmptyAdminToken);
+    }
+    Ok(())
 }
 
 /// Open mode on a reachable address lets anyone in as anyone: refused
@@ -199,6 +241,7 @@ async fn sessions(
         default_destroy_delay: config.room_destroy_delay,
         reconnect_grace: config.reconnect_grace,
         node: config.node()?,
+        history_page_bytes: config.limits.max_history_page_bytes,
     };
     let rooms = Rooms::new(
         store.clone(),
@@ -217,6 +260,7 @@ async fn sessions(
         rooms,
         auth: Arc::new(auth),
         rates: rates.clone(),
+        metrics: metrics.clone(),
         connections: Connections::new(
             config.limits.max_connections,
             config.limits.max_connections_per_user,

@@ -1,9 +1,11 @@
 //! Who may log in and who may read over REST.
 //!
 //! Open mode (no secret) trusts the userID a client claims; with a secret,
-//! `login` needs an HS256 token whose `sub` is that userID. The admin token
+//! `login` needs an HS256 token whose `sub` is that userID, and the session
+//! lasts as long as its token (renewed with `renewToken`). The admin token
 //! is a separate, static credential for operators and backends.
 
+use jsonwebtoken::errors::ErrorKind;
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use serde::Deserialize;
 use subtle::ConstantTimeEq;
@@ -11,17 +13,36 @@ use subtle::ConstantTimeEq;
 use crate::config::Secret;
 use crate::domain::{UserId, UserInfo, UserName};
 
-/// Seconds of clock skew tolerated on `exp`.
-const LEEWAY_SECS: u64 = 30;
+/// Seconds of clock skew tolerated on `exp` and `nbf`.
+pub(crate) const LEEWAY_SECS: u64 = 30;
+/// The shortest HMAC secret accepted: HS256's own key size, so a secret
+/// cannot be guessed faster than the signature can be forged.
+pub(crate) const MIN_SECRET_BYTES: usize = 32;
 
+/// Why a token was refused. The texts are the whole story a client gets:
+/// the JWT library's own messages never reach it.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub(crate) enum AuthError {
     #[error("a token is required")]
     Missing,
-    #[error("the token is invalid: {0}")]
-    Invalid(String),
+    #[error("the token is invalid")]
+    Invalid,
+    #[error("the token has expired")]
+    Expired,
+    #[error("the token is not valid yet")]
+    NotYetValid,
     #[error("the token was issued for another user")]
     WrongSubject,
+}
+
+impl From<jsonwebtoken::errors::Error> for AuthError {
+    fn from(e: jsonwebtoken::errors::Error) -> Self {
+        match e.kind() {
+            ErrorKind::ExpiredSignature => AuthError::Expired,
+            ErrorKind::ImmatureSignature => AuthError::NotYetValid,
+            _ => AuthError::Invalid,
+        }
+    }
 }
 
 #[derive(Deserialize, serde::Serialize)]
@@ -37,6 +58,8 @@ struct Claims {
 pub enum IssueError {
     #[error(transparent)]
     InvalidUser(#[from] crate::domain::InvalidValue),
+    #[error("the auth secret must be at least {MIN_SECRET_BYTES} bytes")]
+    WeakSecret,
     #[error("cannot sign: {0}")]
     Sign(#[from] jsonwebtoken::errors::Error),
 }
@@ -48,6 +71,9 @@ pub fn issue_token(
     name: Option<&str>,
     ttl: std::time::Duration,
 ) -> Result<String, IssueError> {
+    if secret.expose().len() < MIN_SECRET_BYTES {
+        return Err(IssueError::WeakSecret);
+    }
     let user = UserId::parse(user)?;
     if let Some(name) = name {
         UserName::parse(name)?;
@@ -76,6 +102,14 @@ pub(crate) enum Reader {
     User(UserId),
 }
 
+/// A logged-in user, and until when their token holds (Unix seconds;
+/// `None` in open mode, where sessions do not expire).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct LoggedIn {
+    pub(crate) user: UserInfo,
+    pub(crate) expires_at: Option<u64>,
+}
+
 pub(crate) struct Authenticator {
     jwt: Option<(DecodingKey, Validation)>,
     admin_token: Option<String>,
@@ -96,6 +130,7 @@ impl Authenticator {
         let jwt = secret.map(|secret| {
             let mut validation = Validation::new(Algorithm::HS256);
             validation.leeway = LEEWAY_SECS;
+            validation.validate_nbf = true;
             validation.set_required_spec_claims(&["exp", "sub"]);
             (DecodingKey::from_secret(secret.as_bytes()), validation)
         });
@@ -114,34 +149,40 @@ impl Authenticator {
         &self,
         claimed: UserInfo,
         token: Option<&str>,
-    ) -> Result<UserInfo, AuthError> {
+    ) -> Result<LoggedIn, AuthError> {
         let Some((key, validation)) = &self.jwt else {
-            return Ok(claimed);
+            return Ok(LoggedIn {
+                user: claimed,
+                expires_at: None,
+            });
         };
-        let token = token.ok_or(AuthError::Missing)?;
-        let claims = self.verify(key, validation, token)?;
+        let claims = verify(key, validation, token.ok_or(AuthError::Missing)?)?;
         if claims.sub != claimed.user_id.as_str() {
             return Err(AuthError::WrongSubject);
         }
         let user_name = match claims.name {
-            Some(name) => UserName::parse(name).map_err(|e| AuthError::Invalid(e.to_string()))?,
+            Some(name) => UserName::parse(name).map_err(|_| AuthError::Invalid)?,
             None => claimed.user_name,
         };
-        Ok(UserInfo {
-            user_id: claimed.user_id,
-            user_name,
+        Ok(LoggedIn {
+            user: UserInfo {
+                user_id: claimed.user_id,
+                user_name,
+            },
+            expires_at: Some(claims.exp),
         })
     }
 
-    fn verify(
-        &self,
-        key: &DecodingKey,
-        validation: &Validation,
-        token: &str,
-    ) -> Result<Claims, AuthError> {
-        jsonwebtoken::decode::<Claims>(token, key, validation)
-            .map(|data| data.claims)
-            .map_err(|e| AuthError::Invalid(e.to_string()))
+    /// `renewToken`: a new token for the same user; returns its expiry.
+    pub(crate) fn renew(&self, user: &UserId, token: &str) -> Result<Option<u64>, AuthError> {
+        let Some((key, validation)) = &self.jwt else {
+            return Ok(None);
+        };
+        let claims = verify(key, validation, token)?;
+        if claims.sub != user.as_str() {
+            return Err(AuthError::WrongSubject);
+        }
+        Ok(Some(claims.exp))
     }
 
     /// Decides who a REST request is, from its `Authorization` header.
@@ -162,13 +203,17 @@ impl Authenticator {
             return Ok(Reader::Admin);
         }
         let Some((key, validation)) = &self.jwt else {
-            return Err(AuthError::Invalid("not the admin token".into()));
+            return Err(AuthError::Invalid);
         };
-        let claims = self.verify(key, validation, token)?;
+        let claims = verify(key, validation, token)?;
         UserId::parse(claims.sub)
             .map(Reader::User)
-            .map_err(|e| AuthError::Invalid(e.to_string()))
+            .map_err(|_| AuthError::Invalid)
     }
+}
+
+fn verify(key: &DecodingKey, validation: &Validation, token: &str) -> Result<Claims, AuthError> {
+    Ok(jsonwebtoken::decode::<Claims>(token, key, validation)?.claims)
 }
 
 #[cfg(test)]
@@ -194,7 +239,10 @@ mod tests {
     fn open_mode_trusts_the_claimed_user_and_lets_anyone_read() {
         let auth = Authenticator::new(None, None);
         assert!(auth.is_open());
-        assert_eq!(auth.login(user("alice", "A"), None), Ok(user("alice", "A")));
+        assert_eq!(
+            auth.login(user("alice", "A"), None).unwrap().user,
+            user("alice", "A")
+        );
         assert_eq!(auth.reader(None), Ok(Reader::Anyone));
     }
 
@@ -202,10 +250,9 @@ mod tests {
     fn a_token_logs_in_its_subject_only_and_its_name_wins() {
         let auth = Authenticator::new(Some(SECRET), None);
         let named = token("alice", Some("Alice L."));
-        assert_eq!(
-            auth.login(user("alice", "a"), Some(&named)),
-            Ok(user("alice", "Alice L."))
-        );
+        let logged_in = auth.login(user("alice", "a"), Some(&named)).unwrap();
+        assert_eq!(logged_in.user, user("alice", "Alice L."));
+        assert!(logged_in.expires_at.is_some());
         assert_eq!(
             auth.login(user("bob", "b"), Some(&named)),
             Err(AuthError::WrongSubject)
@@ -221,9 +268,22 @@ mod tests {
             Duration::from_secs(60),
         )
         .unwrap();
-        assert!(matches!(
+        assert_eq!(
             auth.login(user("alice", "a"), Some(&other)),
-            Err(AuthError::Invalid(_))
+            Err(AuthError::Invalid)
+        );
+        assert_eq!(
+            auth.login(user("alice", "a"), Some("garbage")),
+            Err(AuthError::Invalid)
+        );
+    }
+
+    #[test]
+    fn short_secrets_sign_nothing() {
+        let short = Secret::from("too-short");
+        assert!(matches!(
+            issue_token(&short, "alice", None, Duration::from_secs(60)),
+            Err(IssueError::WeakSecret)
         ));
     }
 

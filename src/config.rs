@@ -37,14 +37,12 @@ impl fmt::Debug for Secret {
     }
 }
 
+/// Any text parses; whether it is strong enough is for the server to say
+/// (an empty secret included, which must not silently mean "none").
 impl FromStr for Secret {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        if s.is_empty() {
-            Err("must not be empty".into())
-        } else {
-            Ok(Secret(s.to_owned()))
-        }
+    type Err = std::convert::Infallible;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Ok(Secret(s.to_owned()))
     }
 }
 
@@ -158,6 +156,17 @@ pub struct Config {
     #[arg(long, env = "ROOMD_PING_INTERVAL", default_value = "10s", value_parser = duration)]
     pub ping_interval: Duration,
 
+    /// How long a plain HTTP connection may take to send a request's
+    /// headers, and may stay idle between requests, before it is closed.
+    #[arg(long, env = "ROOMD_HTTP_TIMEOUT", default_value = "10s", value_parser = duration)]
+    pub http_timeout: Duration,
+
+    /// Web origins (scheme://host[:port], comma-separated) whose pages may
+    /// open /v1/ws in secured mode. Unset: any, since a page needs a token
+    /// to log in. Open mode always allows only same-origin pages.
+    #[arg(long, env = "ROOMD_ALLOWED_ORIGINS", value_delimiter = ',')]
+    pub allowed_origins: Vec<String>,
+
     #[command(flatten)]
     pub limits: Limits,
 }
@@ -242,6 +251,40 @@ pub struct Limits {
     /// WebSocket connections this process accepts (close 1013 above it).
     #[arg(long, env = "ROOMD_MAX_CONNECTIONS", default_value_t = 100_000)]
     pub max_connections: u32,
+
+    /// Plain HTTP connections (not WebSocket sessions) open at once; more
+    /// are closed as soon as they are accepted.
+    #[arg(long, env = "ROOMD_MAX_HTTP_CONNECTIONS", default_value_t = 1024)]
+    pub max_http_connections: u32,
+
+    /// Plain HTTP connections one client address may have open (0: no cap;
+    /// behind a proxy every client shares the proxy's address).
+    #[arg(long, env = "ROOMD_MAX_HTTP_CONNECTIONS_PER_IP", default_value_t = 64)]
+    pub max_http_connections_per_ip: u32,
+
+    /// REST requests per second per user token (or per address without
+    /// one); 429 with Retry-After above it.
+    #[arg(long, env = "ROOMD_REST_REQUESTS_PER_SECOND", default_value = "20")]
+    pub rest_requests_per_second: NonZeroU32,
+
+    /// REST requests a user or address may send in a burst.
+    #[arg(long, env = "ROOMD_REST_REQUESTS_BURST", default_value = "40")]
+    pub rest_requests_burst: NonZeroU32,
+
+    /// Largest history page in bytes of JSON (REST and WebSocket); a page
+    /// stops early at it, with hasMore set.
+    #[arg(long, env = "ROOMD_MAX_HISTORY_PAGE_BYTES", default_value_t = 1024 * 1024)]
+    pub max_history_page_bytes: usize,
+
+    /// REST history reads served at once; more wait up to a second, then
+    /// get 429.
+    #[arg(long, env = "ROOMD_MAX_CONCURRENT_HISTORY", default_value_t = 8)]
+    pub max_concurrent_history: usize,
+
+    /// Rooms one user may have created that still exist, members or not
+    /// (6000325): empty rooms waiting for their destruction count too.
+    #[arg(long, env = "ROOMD_MAX_CREATED_ROOMS_PER_USER", default_value_t = 20)]
+    pub max_created_rooms_per_user: u32,
 }
 
 impl Config {

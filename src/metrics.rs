@@ -2,10 +2,79 @@
 //! format. One registry per server, so several servers in one process (the
 //! tests) keep separate counts.
 
+use std::num::NonZeroU32;
+
+use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 use prometheus_client::encoding::text::encode;
+use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue, LabelValueEncoder};
 use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
+
+use crate::outbox::CloseReason;
+
+/// A limit that refused something; the `kind` label of
+/// `roomd_limit_refusals_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub(crate) enum Refusal {
+    /// A TCP connection over `--max-http-connections` (or per address).
+    HttpConnections,
+    /// A WebSocket session over `--max-connections`.
+    Connections,
+    /// A login over `--max-connections-per-user`.
+    UserConnections,
+    /// A request over the connection's rate.
+    Requests,
+    /// A message over the user's rate.
+    Messages,
+    /// A login over the address's rate.
+    Logins,
+    /// A REST request over its user's or address's rate.
+    RestRequests,
+    /// A history read while every history slot was busy.
+    HistoryBusy,
+}
+
+impl Refusal {
+    fn as_str(self) -> &'static str {
+        match self {
+            Refusal::HttpConnections => "http_connections",
+            Refusal::Connections => "connections",
+            Refusal::UserConnections => "user_connections",
+            Refusal::Requests => "requests",
+            Refusal::Messages => "messages",
+            Refusal::Logins => "logins",
+            Refusal::RestRequests => "rest_requests",
+            Refusal::HistoryBusy => "history_busy",
+        }
+    }
+}
+
+impl EncodeLabelValue for Refusal {
+    fn encode(&self, encoder: &mut LabelValueEncoder<'_>) -> std::fmt::Result {
+        EncodeLabelValue::encode(&self.as_str(), encoder)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct RefusalLabels {
+    kind: Refusal,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct CloseLabels {
+    code: u16,
+    reason: &'static str,
+}
+
+/// What gets a log line at most once per second, per kind: refusals and
+/// closes can come in floods, and the counters have the totals.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+enum Noted {
+    Refusal(Refusal),
+    Close(u16),
+}
 
 #[derive(Debug)]
 pub(crate) struct Metrics {
@@ -25,6 +94,12 @@ pub(crate) struct Metrics {
     /// Messages per group-commit transaction: how well concurrent sends
     /// share commits (PostgreSQL's insert ceiling depends on it).
     pub(crate) commit_batch_messages: Histogram,
+    /// Things a limit refused, by limit.
+    refusals: Family<RefusalLabels, Counter>,
+    /// Connections the server closed, by close code.
+    closes: Family<CloseLabels, Counter>,
+    /// Keeps the log lines of refusals and closes to one per second each.
+    log_lines: DefaultKeyedRateLimiter<Noted>,
 }
 
 impl Default for Metrics {
@@ -39,6 +114,9 @@ impl Default for Metrics {
             retention_failures: Counter::default(),
             messages_expired: Counter::default(),
             commit_batch_messages: Histogram::new(exponential_buckets(1.0, 2.0, 9)),
+            refusals: Family::default(),
+            closes: Family::default(),
+            log_lines: RateLimiter::keyed(Quota::per_second(NonZeroU32::MIN)),
             registry: Registry::default(),
         };
         registry.register(
@@ -77,6 +155,16 @@ impl Default for Metrics {
             "Messages submitted to one group-commit transaction",
             metrics.commit_batch_messages.clone(),
         );
+        registry.register(
+            "limit_refusals",
+            "Requests, messages, logins and connections a limit refused",
+            metrics.refusals.clone(),
+        );
+        registry.register(
+            "connections_closed",
+            "Connections the server closed, by WebSocket close code",
+            metrics.closes.clone(),
+        );
         Self {
             registry,
             ..metrics
@@ -85,6 +173,34 @@ impl Default for Metrics {
 }
 
 impl Metrics {
+    /// Counts a refusal, and logs it unless one of its kind was logged
+    /// within the last second.
+    pub(crate) fn refused(&self, kind: Refusal) {
+        self.refusals.get_or_create(&RefusalLabels { kind }).inc();
+        if self.log_lines.check_key(&Noted::Refusal(kind)).is_ok() {
+            tracing::info!(
+                kind = kind.as_str(),
+                "a limit refused (logged at most once a second per kind; see roomd_limit_refusals_total)"
+            );
+        }
+    }
+
+    /// Counts a connection the server closed, and logs it as `refused` does.
+    pub(crate) fn closed(&self, reason: CloseReason) {
+        let labels = CloseLabels {
+            code: reason.code,
+            reason: reason.reason,
+        };
+        self.closes.get_or_create(&labels).inc();
+        if self.log_lines.check_key(&Noted::Close(reason.code)).is_ok() {
+            tracing::info!(
+                code = reason.code,
+                reason = reason.reason,
+                "closed a connection (logged at most once a second per code; see roomd_connections_closed_total)"
+            );
+        }
+    }
+
     /// The OpenMetrics text exposition of every metric.
     pub(crate) fn render(&self) -> String {
         let mut out = String::new();

@@ -51,6 +51,18 @@ impl CloseReason {
         code: 4001,
         reason: "unauthorized",
     };
+    pub(crate) const TOKEN_EXPIRED: Self = Self {
+        code: 4001,
+        reason: "token expired",
+    };
+    pub(crate) const PROTOCOL_ERROR: Self = Self {
+        code: 1002,
+        reason: "WebSocket protocol error",
+    };
+    pub(crate) const INVALID_UTF8: Self = Self {
+        code: 1007,
+        reason: "text frame is not valid UTF-8",
+    };
     pub(crate) const IDLE: Self = Self {
         code: 4002,
         reason: "idle timeout",

@@ -87,7 +87,7 @@ struct Info {
 pub(crate) fn routes(
     auth_required: bool,
 ) -> impl Filter<Extract = (Response,), Error = warp::Rejection> + Clone {
-    let assets = warp::get()
+    let assets = super::get()
         .and(warp::path::full())
         .and(warp::header::optional::<String>(IF_NONE_MATCH.as_str()))
         .and_then(
@@ -99,7 +99,7 @@ pub(crate) fn routes(
                 }
             },
         );
-    let info = warp::path!("v1" / "info").and(warp::get()).map(move || {
+    let info = warp::path!("v1" / "info").and(super::get()).map(move || {
         let info = Info {
             server: "roomd",
             version: env!("CARGO_PKG_VERSION"),

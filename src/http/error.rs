@@ -3,11 +3,13 @@
 //! the wire through `RoomError::to_body`, the one mapping both sides share.
 
 use serde::Serialize;
-use warp::http::StatusCode;
+use warp::http::header::RETRY_AFTER;
+use warp::http::{HeaderValue, StatusCode};
 use warp::reply::{Reply, Response};
 
 use crate::auth::AuthError;
 use crate::domain::RoomId;
+use crate::limits::Limited;
 use crate::protocol::{ErrorBody, ErrorCode};
 use crate::rooms::RoomError;
 use crate::store::StoreError;
@@ -22,6 +24,10 @@ pub(crate) enum ApiError {
     NotAMember(RoomId),
     #[error("metrics need the admin token")]
     AdminOnly,
+    #[error("{0}")]
+    Forbidden(String),
+    #[error("too many requests; slow down")]
+    RateLimited(Limited),
     #[error("room '{0}' does not exist")]
     RoomNotFound(RoomId),
     #[error("no route for this path")]
@@ -49,7 +55,10 @@ impl ApiError {
         match self {
             ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
             ApiError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
-            ApiError::NotAMember(_) | ApiError::AdminOnly => StatusCode::FORBIDDEN,
+            ApiError::NotAMember(_) | ApiError::AdminOnly | ApiError::Forbidden(_) => {
+                StatusCode::FORBIDDEN
+            }
+            ApiError::RateLimited(_) => StatusCode::TOO_MANY_REQUESTS,
             ApiError::RoomNotFound(_) | ApiError::NoRoute => StatusCode::NOT_FOUND,
             ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::Room(e) => status_of(e.code()),
@@ -59,7 +68,12 @@ impl ApiError {
     fn body(&self) -> ErrorBody {
         let code = match self {
             ApiError::BadRequest(_) => ErrorCode::InvalidArgument,
-            ApiError::Unauthorized(_) | ApiError::AdminOnly => ErrorCode::Unauthorized,
+            ApiError::Unauthorized(_) | ApiError::AdminOnly | ApiError::Forbidden(_) => {
+                ErrorCode::Unauthorized
+            }
+            ApiError::RateLimited(limited) => {
+                return ErrorBody::rate_limited(self.to_string(), limited.retry_after);
+            }
             ApiError::NotAMember(_) => ErrorCode::NotInRoom,
             ApiError::RoomNotFound(_) => ErrorCode::RoomNotFound,
             ApiError::NoRoute | ApiError::MethodNotAllowed => ErrorCode::UnknownOp,
@@ -90,7 +104,16 @@ fn status_of(code: ErrorCode) -> StatusCode {
 impl Reply for ApiError {
     fn into_response(self) -> Response {
         let envelope = ErrorEnvelope { error: self.body() };
-        warp::reply::with_status(warp::reply::json(&envelope), self.status()).into_response()
+        let mut response =
+            warp::reply::with_status(warp::reply::json(&envelope), self.status()).into_response();
+        if let ApiError::RateLimited(limited) = &self {
+            // Whole seconds, rounded up: a client that waits this long passes.
+            let secs = limited.retry_after.as_millis().div_ceil(1000).max(1);
+            response
+                .headers_mut()
+                .insert(RETRY_AFTER, HeaderValue::from(secs as u64));
+        }
+        response
     }
 }
 

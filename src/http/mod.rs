@@ -7,6 +7,7 @@
 mod assets;
 mod error;
 mod health;
+mod origin;
 mod query;
 mod rest;
 
@@ -16,24 +17,30 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use hyper::body::Incoming;
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
 use serde::Serialize;
 use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
-use warp::Filter;
 use warp::http::{self, HeaderValue, StatusCode};
 use warp::reply::{Reply, Response};
+use warp::{Filter, Rejection};
 
 use crate::auth::Authenticator;
-use crate::metrics::Metrics;
+use crate::limits::{HttpConnections, RateLimits};
+use crate::metrics::{Metrics, Refusal};
 use crate::store::Store;
 use crate::ws::{self, SessionContext};
 use error::ApiError;
+pub(crate) use origin::OriginPolicy;
 
 /// How long shutdown waits for plain HTTP requests in flight.
 const REQUEST_DRAIN: Duration = Duration::from_secs(10);
+/// How long the accept loop pauses after a failed accept (out of file
+/// descriptors, usually), so it neither spins nor stops.
+const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
 
 /// What the HTTP routes need of the server.
 #[derive(Debug)]
@@ -44,7 +51,25 @@ pub(crate) struct HttpContext {
     pub(crate) sessions: Arc<SessionContext>,
     /// Take the client address from `X-Forwarded-For` (behind a proxy).
     pub(crate) trust_forwarded_for: bool,
+    /// Open plain HTTP connections, capped in total and per address.
+    pub(crate) connections: Arc<HttpConnections>,
+    /// How long a connection may take to send a request's headers, and
+    /// stay idle between requests.
+    pub(crate) http_timeout: Duration,
+    /// Which Host and Origin headers are answered.
+    pub(crate) origins: OriginPolicy,
+    /// REST request rates.
+    pub(crate) rates: Arc<RateLimits>,
+    /// History reads served at once.
+    pub(crate) history_slots: Arc<Semaphore>,
+    /// Bytes of JSON a history page holds at most.
+    pub(crate) history_page_bytes: usize,
 }
+
+/// The client's address, as the accept loop (or a trusted proxy) saw it;
+/// carried to the routes in the request's extensions.
+#[derive(Debug, Clone, Copy)]
+struct ClientIp(IpAddr);
 
 /// Accepts connections until `shutdown`, then waits (a bounded time) for
 /// the HTTP requests in flight. WebSocket sessions are not waited for here.
@@ -55,6 +80,11 @@ pub(crate) async fn serve(
 ) {
     let routes = warp::service(routes(ctx.clone()));
     let graceful = GracefulShutdown::new();
+    let mut builder = auto::Builder::new(TokioExecutor::new()).http1_only();
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(ctx.http_timeout);
     loop {
         let (tcp, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
@@ -62,17 +92,22 @@ pub(crate) async fn serve(
                 Err(e) => {
                     // Out of file descriptors and the like: back off, keep serving.
                     tracing::warn!(error = %e, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    tokio::time::sleep(ACCEPT_BACKOFF).await;
                     continue;
                 }
             },
             () = shutdown.cancelled() => break,
         };
+        let Some(places) = ctx.connections.open_for(&peer.ip()) else {
+            ctx.metrics.refused(Refusal::HttpConnections);
+            drop(tcp);
+            continue;
+        };
         let (ctx, routes) = (ctx.clone(), routes.clone());
         let service = hyper::service::service_fn(move |req| {
             serve_request(req, peer, ctx.clone(), routes.clone())
         });
-        serve_connection(tcp, service, &graceful);
+        serve_connection(tcp, service, &builder, &graceful, places);
     }
     drop(listener);
     if tokio::time::timeout(REQUEST_DRAIN, graceful.shutdown())
@@ -83,23 +118,31 @@ pub(crate) async fn serve(
     }
 }
 
-/// Serves one TCP connection (HTTP/1 or HTTP/2, upgrades allowed) in a
-/// task of its own, watched for graceful shutdown.
-fn serve_connection<S>(tcp: TcpStream, service: S, graceful: &GracefulShutdown)
-where
+/// Serves one TCP connection (HTTP/1.1, upgrades allowed) in a task of its
+/// own, watched for graceful shutdown. The connection holds its places
+/// among the HTTP connections until it ends or becomes a WebSocket.
+fn serve_connection<S>(
+    tcp: TcpStream,
+    service: S,
+    builder: &auto::Builder<TokioExecutor>,
+    graceful: &GracefulShutdown,
+    places: impl Send + 'static,
+) where
     S: hyper::service::Service<http::Request<Incoming>, Response = Response, Error = Infallible>
         + Send
         + 'static,
     S::Future: Send + 'static,
 {
     let _ = tcp.set_nodelay(true);
-    let watcher = graceful.watcher();
+    let connection = builder
+        .serve_connection_with_upgrades(TokioIo::new(tcp), service)
+        .into_owned();
+    let watched = graceful.watch(connection);
     tokio::spawn(async move {
-        let builder = auto::Builder::new(TokioExecutor::new());
-        let connection = builder.serve_connection_with_upgrades(TokioIo::new(tcp), service);
-        if let Err(e) = watcher.watch(connection).await {
+        if let Err(e) = watched.await {
             tracing::debug!(error = %e, "HTTP connection ended with an error");
         }
+        drop(places);
     });
 }
 
@@ -113,15 +156,19 @@ async fn serve_request<S>(
 where
     S: tower_service::Service<http::Request<Incoming>, Response = Response, Error = Infallible>,
 {
-    if req.uri().path() != "/v1/ws" {
-        return tower_service::Service::call(&mut routes, req).await;
+    let websocket = req.uri().path() == "/v1/ws";
+    if let Err(e) = ctx.origins.check(req.headers(), websocket) {
+        return Ok(e.into_response());
     }
     let forwarded = req
         .headers()
         .get("x-forwarded-for")
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_owned);
-    let ip = client_ip(ctx.trust_forwarded_for, peer, forwarded.as_deref());
+        .and_then(|v| v.to_str().ok());
+    let ip = client_ip(ctx.trust_forwarded_for, peer, forwarded);
+    if !websocket {
+        req.extensions_mut().insert(ClientIp(ip));
+        return tower_service::Service::call(&mut routes, req).await;
+    }
     Ok(match ws::accept(&mut req, Some(ip), ctx.sessions.clone()) {
         Ok(accept) => switching_protocols(accept),
         Err(e) => ApiError::BadRequest(e.to_string()).into_response(),
@@ -158,51 +205,81 @@ fn respond<T: Serialize>(result: Result<T, ApiError>) -> Result<Response, Infall
     })
 }
 
+/// `GET`, and `HEAD` (which load balancers use) answered alike.
+pub(super) fn get() -> impl Filter<Extract = (), Error = Rejection> + Clone {
+    warp::get().or(warp::head()).unify()
+}
+
+/// What every REST read takes from the request, owned.
+type Parts = (String, Option<String>, ClientIp);
+
+fn rest_parts() -> impl Filter<Extract = (Parts,), Error = Rejection> + Clone {
+    warp::query::raw()
+        .or(warp::any().map(String::new))
+        .unify()
+        .and(authorization())
+        .and(warp::ext::get::<ClientIp>())
+        .map(|query, auth, ip| (query, auth, ip))
+}
+
+/// The `Authorization` header; one that is not text counts as a bad token.
+fn authorization() -> impl Filter<Extract = (Option<String>,), Error = Infallible> + Clone {
+    warp::header::headers_cloned().map(|headers: warp::http::HeaderMap| {
+        headers
+            .get("authorization")
+            .map(|v| v.to_str().unwrap_or("invalid").to_owned())
+    })
+}
+
+fn request(parts: &Parts) -> rest::Request<'_> {
+    rest::Request {
+        query: &parts.0,
+        authorization: parts.1.as_deref(),
+        ip: parts.2.0,
+    }
+}
+
 /// Every route but `/v1/ws`.
 fn routes(ctx: Arc<HttpContext>) -> impl Filter<Extract = (Response,), Error = Infallible> + Clone {
     let with_ctx = {
         let ctx = ctx.clone();
         warp::any().map(move || ctx.clone())
     };
-    let authorization = || warp::header::optional::<String>("authorization");
-    let raw_query = || warp::query::raw().or(warp::any().map(String::new)).unify();
-    let healthz = warp::path!("healthz").and(warp::get()).map(health::healthz);
+    let healthz = warp::path!("healthz").and(get()).map(health::healthz);
     let readyz = warp::path!("readyz")
-        .and(warp::get())
+        .and(get())
         .and(with_ctx.clone())
         .then(health::readyz);
     let metrics = warp::path!("metrics")
-        .and(warp::get())
+        .and(get())
         .and(with_ctx.clone())
         .and(authorization())
         .then(health::metrics);
     let messages = warp::path!("v1" / "rooms" / String / "messages")
-        .and(warp::get())
-        .and(raw_query())
-        .and(authorization())
+        .and(get())
+        .and(rest_parts())
         .and(with_ctx.clone())
         .and_then(
-            |room: String, query: String, auth: Option<String>, ctx: Arc<HttpContext>| async move {
-                respond(rest::room_messages(&ctx, &room, &query, auth.as_deref()).await)
+            |room: String, parts: Parts, ctx: Arc<HttpContext>| async move {
+                respond(rest::room_messages(&ctx, &room, request(&parts)).await)
             },
         );
     let room = warp::path!("v1" / "rooms" / String)
-        .and(warp::get())
-        .and(authorization())
+        .and(get())
+        .and(rest_parts())
         .and(with_ctx.clone())
         .and_then(
-            |room: String, auth: Option<String>, ctx: Arc<HttpContext>| async move {
-                respond(rest::room_info(&ctx, &room, auth.as_deref()).await)
+            |room: String, parts: Parts, ctx: Arc<HttpContext>| async move {
+                respond(rest::room_info(&ctx, &room, request(&parts)).await)
             },
         );
     let members = warp::path!("v1" / "rooms" / String / "members")
-        .and(warp::get())
-        .and(raw_query())
-        .and(authorization())
+        .and(get())
+        .and(rest_parts())
         .and(with_ctx)
         .and_then(
-            |room: String, query: String, auth: Option<String>, ctx: Arc<HttpContext>| async move {
-                respond(rest::room_members(&ctx, &room, &query, auth.as_deref()).await)
+            |room: String, parts: Parts, ctx: Arc<HttpContext>| async move {
+                respond(rest::room_members(&ctx, &room, request(&parts)).await)
             },
         );
     let pages = assets::routes(!ctx.auth.is_open());

@@ -4,6 +4,7 @@
 use chrono::{DateTime, Utc};
 
 use super::error::ApiError;
+use crate::domain::UserId;
 
 /// Query parameters as name → value, refusing repeats and unknown names.
 #[derive(Debug)]
@@ -64,6 +65,17 @@ impl Query {
         }
     }
 
+    /// A member-list flag: the last userID of the page before, so nothing
+    /// else (a NUL above all) ever reaches the database.
+    pub(crate) fn flag(&self, name: &str) -> Result<Option<&str>, ApiError> {
+        match self.get(name) {
+            Some(flag) if UserId::parse(flag).is_err() => Err(ApiError::BadRequest(format!(
+                "{name}: not a flag this server gave; pass the nextFlag of the page before"
+            ))),
+            flag => Ok(flag),
+        }
+    }
+
     pub(crate) fn time(&self, name: &str) -> Result<Option<DateTime<Utc>>, ApiError> {
         self.get(name)
             .map(|v| {
@@ -114,6 +126,9 @@ mod tests {
         assert!(refused(bad.count("limit", 50, 1000)).starts_with("limit:"));
         assert!(refused(bad.seq("beforeSeq")).starts_with("beforeSeq:"));
         assert!(refused(bad.time("since")).starts_with("since:"));
+        let flags = Query::parse("nextFlag=bob&other=a%00b", &["nextFlag", "other"]).unwrap();
+        assert_eq!(flags.flag("nextFlag").unwrap(), Some("bob"));
+        assert!(refused(flags.flag("other")).starts_with("other:"));
         let big = Query::parse("limit=1001", &["limit"]).unwrap();
         assert!(big.count("limit", 50, 1000).is_err());
         let encoded = Query::parse("limit=%31%30", &["limit"]).unwrap();

@@ -2,20 +2,31 @@
 //! parses and checks its input, authorizes the reader, and answers with a
 //! typed body.
 
+use std::net::IpAddr;
+use std::time::Duration;
+
 use chrono::{DateTime, SecondsFormat, Utc};
 use serde::Serialize;
 use serde_json::Value;
+use serde_json::value::RawValue;
+use tokio::sync::OwnedSemaphorePermit;
 
 use super::HttpContext;
 use super::error::ApiError;
 use super::query::Query;
 use crate::auth::Reader;
-use crate::domain::{HistoryCursor, RoomId, RoomInfo, RoomMessage, TimeRange, UserInfo};
-use crate::protocol::MAX_PAGE;
+use crate::domain::{HistoryCursor, RoomId, RoomInfo, TimeRange, UserInfo};
+use crate::limits::{Limited, RestClient};
+use crate::metrics::Refusal;
+use crate::protocol::{self, MAX_PAGE};
+use crate::store::PageRequest;
 
 /// Largest REST history page.
 const MAX_LIMIT: u32 = 1000;
 const DEFAULT_LIMIT: u32 = 50;
+
+/// How long a history read waits for a free slot before it gets 429.
+const HISTORY_SLOT_WAIT: Duration = Duration::from_secs(1);
 
 /// `GET /v1/rooms/{roomID}/messages`.
 #[derive(Serialize)]
@@ -23,7 +34,8 @@ const DEFAULT_LIMIT: u32 = 50;
 pub(crate) struct MessagePage {
     #[serde(rename = "roomID")]
     room_id: RoomId,
-    messages: Vec<RoomMessage>,
+    /// Serialized already, to keep the page within its byte budget.
+    messages: Vec<Box<RawValue>>,
     has_more: bool,
     /// The `beforeSeq` of the older page, when paging backwards.
     next_before_seq: Option<i64>,
@@ -62,53 +74,122 @@ fn room_id(segment: &str) -> Result<RoomId, ApiError> {
     RoomId::parse(decoded.into_owned()).map_err(|e| ApiError::BadRequest(e.to_string()))
 }
 
-/// Authenticates and checks that the reader may see this room.
-async fn authorize(
-    ctx: &HttpContext,
-    room_id: &RoomId,
-    authorization: Option<&str>,
-) -> Result<(), ApiError> {
-    match ctx.auth.reader(authorization)? {
-        Reader::Admin | Reader::Anyone => Ok(()),
-        Reader::User(user) if ctx.store.is_member(room_id, &user).await? => Ok(()),
-        Reader::User(_) => Err(ApiError::NotAMember(room_id.clone())),
+/// Who is asking, from the `Authorization` header: also the REST rate
+/// limit's key (the admin, a trusted backend, is not limited).
+pub(crate) fn reader(ctx: &HttpContext, request: &Request<'_>) -> Result<Reader, ApiError> {
+    let reader = ctx.auth.reader(request.authorization);
+    let client = match &reader {
+        Ok(Reader::Admin) => None,
+        Ok(Reader::User(user)) => Some(RestClient::User(user.clone())),
+        Ok(Reader::Anyone) | Err(_) => Some(RestClient::Address(request.ip)),
+    };
+    if let Some(client) = client
+        && let Err(limited) = ctx.rates.rest(&client)
+    {
+        ctx.metrics.refused(Refusal::RestRequests);
+        return Err(ApiError::RateLimited(limited));
     }
+    Ok(reader?)
+}
+
+/// Checks that the reader may see this room; returns the lowest seq they
+/// may read: a member sees the room's current life, the admin every life.
+async fn authorize(ctx: &HttpContext, room_id: &RoomId, reader: Reader) -> Result<i64, ApiError> {
+    match reader {
+        Reader::Admin | Reader::Anyone => Ok(0),
+        Reader::User(user) => ctx
+            .store
+            .member_floor(room_id, &user)
+            .await?
+            .ok_or_else(|| ApiError::NotAMember(room_id.clone())),
+    }
+}
+
+/// What every REST read has: its raw query and who sent it.
+pub(crate) struct Request<'a> {
+    pub(crate) query: &'a str,
+    pub(crate) authorization: Option<&'a str>,
+    pub(crate) ip: IpAddr,
 }
 
 pub(crate) async fn room_messages(
     ctx: &HttpContext,
     room: &str,
-    query: &str,
-    auth: Option<&str>,
+    request: Request<'_>,
 ) -> Result<MessagePage, ApiError> {
+    let reader = reader(ctx, &request)?;
     let room_id = room_id(room)?;
-    let query = Query::parse(query, &["beforeSeq", "afterSeq", "limit", "since", "until"])?;
+    let query = Query::parse(
+        request.query,
+        &["beforeSeq", "afterSeq", "limit", "since", "until"],
+    )?;
     let cursor = HistoryCursor::from_bounds(query.seq("beforeSeq")?, query.seq("afterSeq")?)
         .ok_or_else(|| {
             ApiError::BadRequest("beforeSeq, afterSeq: give at most one of them".into())
         })?;
-    let limit = query.count("limit", DEFAULT_LIMIT, MAX_LIMIT)?;
-    let range = TimeRange {
-        since: query.time("since")?,
-        until: query.time("until")?,
+    let page = PageRequest {
+        cursor,
+        limit: query.count("limit", DEFAULT_LIMIT, MAX_LIMIT)?,
+        range: TimeRange {
+            since: query.time("since")?,
+            until: query.time("until")?,
+        },
+        floor: authorize(ctx, &room_id, reader).await?,
+        max_bytes: ctx.history_page_bytes as i64,
     };
-    authorize(ctx, &room_id, auth).await?;
     if ctx.store.last_seq(&room_id).await?.is_none() {
         return Err(ApiError::RoomNotFound(room_id));
     }
-    let (messages, has_more) = ctx
-        .store
-        .message_page(&room_id, cursor, limit, range)
-        .await?;
-    let backwards = cursor.is_backwards();
+    let _slot = history_slot(ctx).await?;
+    let (messages, more) = ctx.store.message_page(&room_id, page).await?;
+    let (messages, cut) = protocol::bounded_page(&messages, ctx.history_page_bytes);
+    Ok(page_body(
+        room_id,
+        messages,
+        more || cut,
+        cursor.is_backwards(),
+    ))
+}
+
+/// One of the few history reads served at once, waited for briefly: each
+/// holds up to a page budget of memory.
+async fn history_slot(ctx: &HttpContext) -> Result<OwnedSemaphorePermit, ApiError> {
+    let slot = ctx.history_slots.clone().acquire_owned();
+    match tokio::time::timeout(HISTORY_SLOT_WAIT, slot).await {
+        Ok(Ok(permit)) => Ok(permit),
+        _ => {
+            ctx.metrics.refused(Refusal::HistoryBusy);
+            Err(ApiError::RateLimited(Limited {
+                retry_after: HISTORY_SLOT_WAIT,
+            }))
+        }
+    }
+}
+
+fn page_body(
+    room_id: RoomId,
+    messages: Vec<Box<RawValue>>,
+    has_more: bool,
+    backwards: bool,
+) -> MessagePage {
+    let seq_of = |m: Option<&Box<RawValue>>| m.and_then(|m| seq(m.get()));
     let next = |seq: Option<i64>, forward: bool| seq.filter(|_| has_more && forward);
-    Ok(MessagePage {
-        next_before_seq: next(messages.first().map(|m| m.seq), backwards),
-        next_after_seq: next(messages.last().map(|m| m.seq), !backwards),
+    MessagePage {
+        next_before_seq: next(seq_of(messages.first()), backwards),
+        next_after_seq: next(seq_of(messages.last()), !backwards),
         room_id,
         messages,
         has_more,
-    })
+    }
+}
+
+/// The `seq` of a serialized message.
+fn seq(json: &str) -> Option<i64> {
+    #[derive(serde::Deserialize)]
+    struct Seq {
+        seq: i64,
+    }
+    serde_json::from_str::<Seq>(json).ok().map(|m| m.seq)
 }
 
 fn rfc3339(t: DateTime<Utc>) -> String {
@@ -118,10 +199,11 @@ fn rfc3339(t: DateTime<Utc>) -> String {
 pub(crate) async fn room_info(
     ctx: &HttpContext,
     room: &str,
-    auth: Option<&str>,
+    request: Request<'_>,
 ) -> Result<RoomBody, ApiError> {
+    let reader = reader(ctx, &request)?;
     let room_id = room_id(room)?;
-    authorize(ctx, &room_id, auth).await?;
+    authorize(ctx, &room_id, reader).await?;
     let details = ctx
         .store
         .room_details(&room_id)
@@ -144,19 +226,19 @@ pub(crate) async fn room_info(
 pub(crate) async fn room_members(
     ctx: &HttpContext,
     room: &str,
-    query: &str,
-    auth: Option<&str>,
+    request: Request<'_>,
 ) -> Result<MemberPage, ApiError> {
+    let reader = reader(ctx, &request)?;
     let room_id = room_id(room)?;
-    let query = Query::parse(query, &["nextFlag", "count"])?;
+    let query = Query::parse(request.query, &["nextFlag", "count"])?;
     let count = query.count("count", MAX_PAGE, MAX_PAGE)?;
-    authorize(ctx, &room_id, auth).await?;
+    authorize(ctx, &room_id, reader).await?;
     if ctx.store.room_details(&room_id).await?.is_none() {
         return Err(ApiError::RoomNotFound(room_id));
     }
     let (member_list, next_flag) = ctx
         .store
-        .member_page(&room_id, query.get("nextFlag"), count)
+        .member_page(&room_id, query.flag("nextFlag")?, count)
         .await?;
     Ok(MemberPage {
         member_list,

@@ -26,6 +26,9 @@ pub(crate) enum Event<'a> {
         room_id: &'a RoomId,
         message_list: &'a [&'a RoomMessage],
     },
+    /// The session's token expires soon; the client should `renewToken`.
+    #[serde(rename = "tokenWillExpire", rename_all = "camelCase")]
+    TokenWillExpire { seconds_left: u64 },
     /// The connection's presence in a room changed for a reason other than
     /// its own request. ZIM calls the cause `event`; it travels as `reason`
     /// because `event` is the envelope's key.

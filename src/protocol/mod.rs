@@ -11,7 +11,10 @@ mod event;
 pub(crate) mod ops;
 
 use serde::Serialize;
+use serde_json::value::RawValue;
 use serde_json::{Map, Value};
+
+use crate::domain::RoomMessage;
 
 pub(crate) use error::{ErrorBody, ErrorCode};
 pub(crate) use event::{Event, RoomState, RoomStateReason};
@@ -59,6 +62,27 @@ fn envelope(frame: &str) -> Result<(u32, String, Value), Rejected> {
         None => return Err(reject(Some(id), ErrorBody::invalid("op: missing field"))),
     };
     Ok((id, op, Value::Object(object)))
+}
+
+/// Serializes a page of messages, stopping once it reaches `max_bytes` of
+/// JSON (always keeping the first); returns the page and whether it was
+/// cut. Bodies can grow sixfold when escaped, so a page bounded by its raw
+/// size alone can still be far larger on the wire.
+pub(crate) fn bounded_page(
+    messages: &[RoomMessage],
+    max_bytes: usize,
+) -> (Vec<Box<RawValue>>, bool) {
+    let mut page = Vec::with_capacity(messages.len());
+    let mut bytes = 0;
+    for message in messages {
+        let json = serde_json::value::to_raw_value(message).expect("messages serialize");
+        bytes += json.get().len() + 1;
+        if bytes > max_bytes && !page.is_empty() {
+            return (page, true);
+        }
+        page.push(json);
+    }
+    (page, false)
 }
 
 /// A successful reply: `{"id", "ok": true, ...body}`.

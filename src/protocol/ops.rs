@@ -8,11 +8,12 @@ use std::collections::BTreeMap;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
+use serde_json::value::RawValue;
 
 use super::error::ErrorBody;
 use crate::domain::{
     ClientMessageId, HistoryCursor, MessageType, Priority, RoomId, RoomInfo, RoomMessage, RoomName,
-    UserInfo,
+    UserId, UserInfo,
 };
 
 /// Largest page `queryHistoryMessage` and `queryRoomMemberList` return.
@@ -81,6 +82,10 @@ pub(crate) enum RoomRequest {
     MemberCount {
         room_id: RoomId,
     },
+    /// A new token for the session, before the old one expires.
+    RenewToken {
+        token: String,
+    },
 }
 
 /// A request to be in a room on this connection.
@@ -136,6 +141,9 @@ pub(crate) fn decode_op(op: &str, body: Value) -> Result<Request, ErrorBody> {
         "queryRoomMemberList" => room(fields::<MemberListFields>(body)?.try_into()?),
         "queryRoomOnlineMemberCount" => room(RoomRequest::MemberCount {
             room_id: fields::<RoomFields>(body)?.room_id,
+        }),
+        "renewToken" => room(RoomRequest::RenewToken {
+            token: fields::<TokenFields>(body)?.token,
         }),
         other => {
             return Err(ErrorBody::new(
@@ -276,6 +284,11 @@ struct RoomFields {
 }
 
 #[derive(Deserialize)]
+struct TokenFields {
+    token: String,
+}
+
+#[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
 struct HistoryFields {
     #[serde(rename = "roomID")]
@@ -312,9 +325,19 @@ struct MemberListFields {
 impl TryFrom<MemberListFields> for RoomRequest {
     type Error = ErrorBody;
     fn try_from(f: MemberListFields) -> Result<Self, ErrorBody> {
+        let next_flag = f.next_flag.filter(|flag| !flag.is_empty());
+        // A flag is the last userID of the page before: anything else was
+        // not given by roomd (and a NUL must never reach the database).
+        if let Some(flag) = &next_flag
+            && UserId::parse(flag.as_str()).is_err()
+        {
+            return Err(ErrorBody::invalid(
+                "nextFlag: not a flag this server gave; pass the nextFlag of the page before",
+            ));
+        }
         Ok(RoomRequest::MemberList {
             room_id: f.room_id,
-            next_flag: f.next_flag.filter(|flag| !flag.is_empty()),
+            next_flag,
             count: page_size(f.count, MAX_PAGE)?,
         })
     }
@@ -340,6 +363,9 @@ pub(crate) struct Entered<'a> {
     pub(crate) room_info: &'a RoomInfo,
     /// The room's newest seq at the join; a client resumes from it.
     pub(crate) last_seq: i64,
+    /// The first seq of the room's current life: the oldest message a
+    /// member can read (earlier lives of a re-created room are not theirs).
+    pub(crate) first_seq: i64,
 }
 
 /// `leaveRoom`.
@@ -368,7 +394,8 @@ pub(crate) struct Sent<'a> {
 pub(crate) struct HistoryPage<'a> {
     #[serde(rename = "roomID")]
     pub(crate) room_id: &'a RoomId,
-    pub(crate) message_list: &'a [RoomMessage],
+    /// Serialized already, to keep the page within its byte budget.
+    pub(crate) message_list: &'a [Box<RawValue>],
     pub(crate) has_more: bool,
 }
 
@@ -389,4 +416,13 @@ pub(crate) struct MemberCount<'a> {
     #[serde(rename = "roomID")]
     pub(crate) room_id: &'a RoomId,
     pub(crate) count: i64,
+}
+
+/// `renewToken`: until when the session now holds (Unix milliseconds;
+/// absent in open mode, where sessions do not expire).
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct TokenRenewed {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) expires_at: Option<u64>,
 }

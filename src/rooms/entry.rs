@@ -10,7 +10,7 @@ use serde_json::Value;
 use super::hub::{RoomGuard, Subscriber};
 use super::{Caller, RoomError, Rooms};
 use crate::config::MAX_DESTROY_DELAY;
-use crate::domain::{HistoryCursor, RoomId, RoomInfo, RoomMessage, TimeRange};
+use crate::domain::{HistoryCursor, RoomId, RoomInfo, RoomMessage, UserId};
 use crate::outbox::Frame;
 use crate::protocol::Event;
 use crate::protocol::ops::{Entry, EntryMode, NewRoom};
@@ -30,6 +30,8 @@ const CATCH_UP_PAGE: u32 = 100;
 pub(crate) struct Entered {
     pub(crate) room_info: RoomInfo,
     pub(crate) last_seq: i64,
+    /// Where the history of the room's current life starts.
+    pub(crate) first_seq: i64,
     /// Deliver stored messages after this seq, up to `last_seq`.
     catch_up_after: Option<i64>,
 }
@@ -38,11 +40,11 @@ impl Rooms {
     /// Makes the caller a member (creating the room if the entry says so)
     /// and subscribes the connection, events held.
     pub(crate) async fn enter(&self, caller: &Caller, entry: &Entry) -> Result<Entered, RoomError> {
-        let room_id = &entry.room_id;
+        let (room_id, user) = (&entry.room_id, &caller.user.user_id);
         let store_entry = match &entry.mode {
             EntryMode::Join => store::Entry::Join,
-            EntryMode::Enter(new) => store::Entry::CreateOrJoin(self.new_room(room_id, new)?),
-            EntryMode::Create(new) => store::Entry::Create(self.new_room(room_id, new)?),
+            EntryMode::Enter(new) => store::Entry::CreateOrJoin(self.new_room(room_id, new, user)?),
+            EntryMode::Create(new) => store::Entry::Create(self.new_room(room_id, new, user)?),
         };
         let mut room = self.hub.lock(room_id).await;
         let joined = self
@@ -57,13 +59,16 @@ impl Rooms {
             .await
             .map_err(|e| RoomError::from_join(room_id, e))?;
         admit(&mut room, caller, &joined);
+        // A sinceSeq from an earlier life resumes at this life's start.
+        let since = entry.since_seq.map(|since| since.max(joined.first_seq - 1));
         Ok(Entered {
             room_info: RoomInfo {
                 room_id: room_id.clone(),
                 room_name: joined.room_name,
             },
             last_seq: joined.last_seq,
-            catch_up_after: entry.since_seq.filter(|since| *since < joined.last_seq),
+            first_seq: joined.first_seq,
+            catch_up_after: since.filter(|since| *since < joined.last_seq),
         })
     }
 
@@ -72,6 +77,7 @@ impl Rooms {
         &self,
         room_id: &'r RoomId,
         new: &'r NewRoom,
+        creator: &'r UserId,
     ) -> Result<store::NewRoom<'r>, RoomError> {
         let delay = match new.config.room_destroy_delay_time {
             Some(secs) if u64::from(secs) > MAX_DESTROY_DELAY.as_secs() => {
@@ -85,6 +91,7 @@ impl Rooms {
         };
         Ok(store::NewRoom {
             room_id,
+            created_by: creator,
             room_name: &new.room_name,
             destroy_delay_secs: delay as i32,
             attributes: validate_attributes(new.config.room_attributes.as_ref())?,
@@ -105,34 +112,28 @@ impl Rooms {
     ) -> Result<(), StoreError> {
         let room_id = &entered.room_info.room_id;
         let caught_up = match entered.catch_up_after {
-            Some(after) => {
-                self.catch_up(caller, room_id, after, entered.last_seq)
-                    .await
-            }
+            Some(after) => self.catch_up(caller, &entered, after).await,
             None => Ok(()),
         };
         self.hub.lock(room_id).await.go_live(caller.conn);
         caught_up
     }
 
-    /// Sends the stored messages in `(after, last]`, a page per event.
+    /// Sends the stored messages in `(after, last_seq]`, a page per event.
     async fn catch_up(
         &self,
         caller: &Caller,
-        room_id: &RoomId,
+        entered: &Entered,
         mut after: i64,
-        last: i64,
     ) -> Result<(), StoreError> {
+        let (room_id, last) = (&entered.room_info.room_id, entered.last_seq);
         while after < last {
-            let (mut page, _) = self
-                .store
-                .message_page(
-                    room_id,
-                    HistoryCursor::After(after),
-                    CATCH_UP_PAGE,
-                    TimeRange::default(),
-                )
-                .await?;
+            let request = self.page(
+                HistoryCursor::After(after),
+                CATCH_UP_PAGE,
+                entered.first_seq,
+            );
+            let (mut page, _) = self.store.message_page(room_id, request).await?;
             page.retain(|m| m.seq <= last);
             let Some(newest) = page.last() else { break };
             after = newest.seq;
@@ -160,10 +161,8 @@ fn admit(room: &mut RoomGuard<'_>, caller: &Caller, joined: &Joined) {
         let frame = Frame::from(event.to_json());
         room.broadcast(&frame, Some(caller.conn));
     }
-    room.subscribe(
-        caller.conn,
-        Subscriber::joining(caller.user.user_id.clone(), caller.outbox.clone()),
-    );
+    let subscriber = Subscriber::joining(caller.user.user_id.clone(), caller.outbox.clone());
+    room.subscribe(caller.conn, subscriber, joined.first_seq);
 }
 
 /// `config.roomAttributes`, checked against ZIM's bounds, as stored.

@@ -23,6 +23,8 @@ pub(crate) enum RoomError {
     RoomLimit(u32),
     #[error("the user is already in {0} rooms, the most allowed")]
     UserRoomLimit(u32),
+    #[error("the user has created {0} rooms that still exist, the most allowed")]
+    CreatorLimit(u32),
     #[error("room '{0}' is full: the room has reached its limit of {1} members")]
     RoomFull(RoomId, u32),
     #[error("too many messages; slow down")]
@@ -39,6 +41,7 @@ impl RoomError {
             JoinError::Exists => RoomError::Exists(room_id.clone()),
             JoinError::RoomLimit(max) => RoomError::RoomLimit(max),
             JoinError::UserRoomLimit(max) => RoomError::UserRoomLimit(max),
+            JoinError::CreatorLimit(max) => RoomError::CreatorLimit(max),
             JoinError::RoomFull(max) => RoomError::RoomFull(room_id.clone(), max),
             JoinError::Store(e) => RoomError::Store(e),
         }
@@ -53,7 +56,7 @@ impl RoomError {
             RoomError::NotFound(_) => ErrorCode::RoomNotFound,
             RoomError::Exists(_) => ErrorCode::RoomExists,
             RoomError::RoomLimit(_) => ErrorCode::RoomLimit,
-            RoomError::UserRoomLimit(_) => ErrorCode::UserRoomLimit,
+            RoomError::UserRoomLimit(_) | RoomError::CreatorLimit(_) => ErrorCode::UserRoomLimit,
             RoomError::RoomFull(..) => ErrorCode::RoomFull,
             RoomError::RateLimited(_) => ErrorCode::RateLimited,
             RoomError::Store(StoreError::Unavailable(_)) => ErrorCode::Unavailable,

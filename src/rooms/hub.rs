@@ -57,6 +57,9 @@ impl Subscriber {
 pub(crate) struct RoomState {
     /// Set when the room left the hub's map; a guard that finds it set retries.
     detached: bool,
+    /// The first seq of the room's current life, as its joins saw it. A
+    /// life cannot end while anyone is subscribed, so it holds for them all.
+    first_seq: i64,
     subscribers: HashMap<ConnId, Subscriber>,
 }
 
@@ -65,8 +68,14 @@ impl RoomState {
         self.subscribers.contains_key(&conn)
     }
 
-    pub(crate) fn subscribe(&mut self, conn: ConnId, subscriber: Subscriber) {
+    pub(crate) fn subscribe(&mut self, conn: ConnId, subscriber: Subscriber, first_seq: i64) {
+        self.first_seq = first_seq;
         self.subscribers.insert(conn, subscriber);
+    }
+
+    /// Where the history a subscribed connection may read starts.
+    pub(crate) fn first_seq(&self) -> i64 {
+        self.first_seq
     }
 
     pub(crate) fn unsubscribe(&mut self, conn: ConnId) -> Option<Subscriber> {
@@ -214,7 +223,7 @@ mod tests {
         let room_id = RoomId::parse("r").unwrap();
         let mut room = hub.lock(&room_id).await;
         let (joining, mut queue) = member("a");
-        room.subscribe(1, joining);
+        room.subscribe(1, joining, 1);
         room.broadcast(&Frame::from("e1".to_owned()), None);
         assert!(drained(&mut queue).is_empty(), "held while joining");
         room.go_live(1);
@@ -230,7 +239,7 @@ mod tests {
         let mut queues = Vec::new();
         for (conn, user) in [(1, "a"), (2, "b"), (3, "c")] {
             let (subscriber, queue) = member(user);
-            room.subscribe(conn, subscriber);
+            room.subscribe(conn, subscriber, 1);
             room.go_live(conn);
             queues.push(queue);
         }
@@ -253,7 +262,7 @@ mod tests {
         {
             let mut room = hub.lock(&room_id).await;
             let (subscriber, _queue) = member("a");
-            room.subscribe(1, subscriber);
+            room.subscribe(1, subscriber, 1);
         }
         assert_eq!(hub.rooms.lock().unwrap().len(), 1);
         {

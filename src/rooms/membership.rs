@@ -117,14 +117,16 @@ impl Rooms {
         Ok(())
     }
 
-    /// Fails with `not_in_room` unless this connection has joined the room.
+    /// Fails with `not_in_room` unless this connection has joined the room;
+    /// returns the first seq of the room's life, where its history starts.
     pub(crate) async fn require_joined(
         &self,
         caller: &Caller,
         room_id: &RoomId,
-    ) -> Result<(), RoomError> {
-        if self.hub.lock(room_id).await.contains(caller.conn) {
-            Ok(())
+    ) -> Result<i64, RoomError> {
+        let room = self.hub.lock(room_id).await;
+        if room.contains(caller.conn) {
+            Ok(room.first_seq())
         } else {
             Err(RoomError::NotInRoom(room_id.clone()))
         }

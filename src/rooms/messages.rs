@@ -22,6 +22,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::hash::{BuildHasher, RandomState};
 use std::sync::Arc;
 
+use serde_json::value::RawValue;
 use tokio::sync::{mpsc, oneshot};
 
 use super::hub::{Hub, RoomGuard};
@@ -29,9 +30,9 @@ use super::{Caller, RoomError, Rooms};
 use crate::domain::{HistoryCursor, MessageType, RoomId, RoomMessage, TimeRange};
 use crate::metrics::Metrics;
 use crate::outbox::{ConnId, Frame};
-use crate::protocol::Event;
 use crate::protocol::ops::{OutgoingMessage, SendMessage};
-use crate::store::{Appended, Pending, Store, StoreError};
+use crate::protocol::{self, Event};
+use crate::store::{Appended, PageRequest, Pending, Store, StoreError};
 
 /// Messages stored per transaction at most.
 const MAX_BATCH: usize = 256;
@@ -97,19 +98,31 @@ impl Rooms {
         Ok(())
     }
 
-    /// `queryHistoryMessage`: a page of history for a member.
+    /// `queryHistoryMessage`: a page of the room's current life for a
+    /// member, serialized and within the page budget.
     pub(crate) async fn history(
         &self,
         caller: &Caller,
         room_id: &RoomId,
         cursor: HistoryCursor,
         count: u32,
-    ) -> Result<(Vec<RoomMessage>, bool), RoomError> {
-        self.require_joined(caller, room_id).await?;
-        Ok(self
-            .store
-            .message_page(room_id, cursor, count, TimeRange::default())
-            .await?)
+    ) -> Result<(Vec<Box<RawValue>>, bool), RoomError> {
+        let floor = self.require_joined(caller, room_id).await?;
+        let page = self.page(cursor, count, floor);
+        let (messages, more) = self.store.message_page(room_id, page).await?;
+        let (page, cut) = protocol::bounded_page(&messages, self.settings.history_page_bytes);
+        Ok((page, more || cut))
+    }
+
+    /// A member's page request: the room's current life, the page budget.
+    pub(super) fn page(&self, cursor: HistoryCursor, limit: u32, floor: i64) -> PageRequest {
+        PageRequest {
+            cursor,
+            limit,
+            range: TimeRange::default(),
+            floor,
+            max_bytes: self.settings.history_page_bytes as i64,
+        }
     }
 }
 

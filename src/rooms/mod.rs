@@ -58,6 +58,8 @@ pub(crate) struct RoomSettings {
     pub(crate) reconnect_grace: Duration,
     /// This process, recorded on the memberships it creates.
     pub(crate) node: NodeId,
+    /// Bytes a history page (or catch-up event) holds at most.
+    pub(crate) history_page_bytes: usize,
 }
 
 /// The room service, shared by every session.

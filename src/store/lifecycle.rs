@@ -6,7 +6,7 @@ use serde_json::Value;
 use sqlx::PgConnection;
 
 use super::{Store, StoreError};
-use crate::domain::{RoomId, RoomName};
+use crate::domain::{RoomId, RoomName, UserId};
 use crate::limits::JoinLimits;
 
 /// What the creator of a room decides, stored with the room.
@@ -16,6 +16,19 @@ pub(crate) struct NewRoom<'a> {
     pub(crate) room_name: &'a RoomName,
     pub(crate) destroy_delay_secs: i32,
     pub(crate) attributes: Value,
+    /// Whose request creates it; their live rooms are counted.
+    pub(crate) created_by: &'a UserId,
+}
+
+/// Why a room could not be created.
+#[derive(Debug)]
+pub(super) enum Refused {
+    /// It exists already.
+    Exists,
+    /// The server holds `--max-rooms` rooms.
+    RoomLimit,
+    /// The creator has `--max-created-rooms-per-user` live rooms.
+    CreatorLimit,
 }
 
 /// `GET /v1/rooms/{roomID}`.
@@ -31,14 +44,14 @@ pub(crate) struct RoomDetails {
 }
 
 /// Creates the room (and its stream, unless an earlier life left one) in
-/// the caller's transaction. Returns false when the room already exists.
-/// The live-room count is read after the insert, so concurrent creations
-/// cannot all slip under `--max-rooms`; `Ok(None)` means over it.
+/// the caller's transaction, its life starting after the stream's last seq.
+/// The counts are read after the insert, so concurrent creations cannot all
+/// slip under a limit.
 pub(super) async fn create_in(
     tx: &mut PgConnection,
     room: &NewRoom<'_>,
     limits: JoinLimits,
-) -> Result<Option<bool>, StoreError> {
+) -> Result<Result<(), Refused>, StoreError> {
     sqlx::query!(
         "insert into room_streams (room_id) values ($1) on conflict do nothing",
         room.room_id.as_str()
@@ -46,28 +59,39 @@ pub(super) async fn create_in(
     .execute(&mut *tx)
     .await?;
     let created = sqlx::query!(
-        "insert into rooms (room_id, room_name, destroy_delay_secs, attributes)
-         values ($1, $2, $3, $4)
+        "insert into rooms (room_id, room_name, destroy_delay_secs, attributes, created_by, first_seq)
+         select $1, $2, $3, $4, $5, s.last_seq + 1 from room_streams s where s.room_id = $1
          on conflict do nothing",
         room.room_id.as_str(),
         room.room_name.as_str(),
         room.destroy_delay_secs,
         room.attributes,
+        room.created_by.as_str(),
     )
     .execute(&mut *tx)
     .await?
     .rows_affected()
         == 1;
     if !created {
-        return Ok(Some(false));
+        return Ok(Err(Refused::Exists));
     }
-    let live = sqlx::query_scalar!(
-        r#"select count(*) as "count!" from (select 1 from rooms limit $1) live"#,
-        i64::from(limits.max_rooms) + 1
+    let counts = sqlx::query!(
+        r#"select (select count(*) from (select 1 from rooms limit $1) live) as "live!",
+                  (select count(*) from (select 1 from rooms where created_by = $2 limit $3) own)
+                      as "created!""#,
+        i64::from(limits.max_rooms) + 1,
+        room.created_by.as_str(),
+        i64::from(limits.max_created_rooms_per_user) + 1,
     )
     .fetch_one(&mut *tx)
     .await?;
-    Ok((live <= i64::from(limits.max_rooms)).then_some(true))
+    if counts.live > i64::from(limits.max_rooms) {
+        return Ok(Err(Refused::RoomLimit));
+    }
+    if counts.created > i64::from(limits.max_created_rooms_per_user) {
+        return Ok(Err(Refused::CreatorLimit));
+    }
+    Ok(Ok(()))
 }
 
 /// Stored names were validated on the way in; this only guards a hand-edited row.

@@ -5,7 +5,7 @@
 use chrono::{DateTime, Utc};
 use sqlx::PgConnection;
 
-use super::lifecycle::{NewRoom, create_in, stored_name};
+use super::lifecycle::{NewRoom, Refused, create_in, stored_name};
 use super::{Store, StoreError};
 use crate::domain::{NodeId, RoomId, RoomName, UserId, UserInfo, UserName};
 use crate::limits::JoinLimits;
@@ -21,12 +21,15 @@ pub(crate) enum Entry<'a> {
     Create(NewRoom<'a>),
 }
 
-/// The outcome of joining: the room as stored, its newest seq, and whether
-/// the user became a member just now (false when they already were).
+/// The outcome of joining: the room as stored, where its stream stands,
+/// and whether the user became a member just now (false when they already
+/// were).
 #[derive(Debug, Clone)]
 pub(crate) struct Joined {
     pub(crate) room_name: RoomName,
     pub(crate) last_seq: i64,
+    /// The first seq of the room's current life: members see history from here.
+    pub(crate) first_seq: i64,
     pub(crate) newly_joined: bool,
 }
 
@@ -40,6 +43,8 @@ pub(crate) enum JoinError {
     RoomLimit(u32),
     #[error("the user is already in {0} rooms, the most allowed")]
     UserRoomLimit(u32),
+    #[error("the user has created {0} rooms that still exist, the most allowed")]
+    CreatorLimit(u32),
     #[error("the room has reached its limit of {0} members")]
     RoomFull(u32),
     #[error(transparent)]
@@ -71,9 +76,13 @@ impl Store {
         };
         if let Some(room) = room {
             match create_in(&mut tx, room, limits).await? {
-                None => return Err(JoinError::RoomLimit(limits.max_rooms)),
-                Some(false) if must_be_new => return Err(JoinError::Exists),
-                Some(_) => {}
+                Ok(()) => {}
+                Err(Refused::Exists) if !must_be_new => {}
+                Err(Refused::Exists) => return Err(JoinError::Exists),
+                Err(Refused::RoomLimit) => return Err(JoinError::RoomLimit(limits.max_rooms)),
+                Err(Refused::CreatorLimit) => {
+                    return Err(JoinError::CreatorLimit(limits.max_created_rooms_per_user));
+                }
             }
         }
         let joined = join_in(&mut tx, room_id, user, node, limits).await?;
@@ -125,18 +134,21 @@ impl Store {
         Ok(left)
     }
 
-    /// Whether the user is a member of the room right now.
-    pub(crate) async fn is_member(
+    /// Where the user's view of the room's history starts (the first seq
+    /// of its current life), or `None` when they are not a member.
+    pub(crate) async fn member_floor(
         &self,
         room_id: &RoomId,
         user_id: &UserId,
-    ) -> Result<bool, StoreError> {
+    ) -> Result<Option<i64>, StoreError> {
         Ok(sqlx::query_scalar!(
-            r#"select exists (select 1 from members where room_id = $1 and user_id = $2) as "member!""#,
+            "select r.first_seq from rooms r
+               join members m on m.room_id = r.room_id
+              where r.room_id = $1 and m.user_id = $2",
             room_id.as_str(),
             user_id.as_str()
         )
-        .fetch_one(&self.pool)
+        .fetch_optional(&self.pool)
         .await?)
     }
 
@@ -238,6 +250,7 @@ impl Store {
 struct RoomRow {
     room_name: String,
     empty_since: Option<DateTime<Utc>>,
+    first_seq: i64,
     last_seq: i64,
 }
 
@@ -250,7 +263,7 @@ async fn join_in(
 ) -> Result<Joined, JoinError> {
     let room = sqlx::query_as!(
         RoomRow,
-        "select r.room_name, r.empty_since, s.last_seq
+        "select r.room_name, r.empty_since, r.first_seq, s.last_seq
          from rooms r join room_streams s on s.room_id = r.room_id
          where r.room_id = $1
          for share of r",
@@ -281,6 +294,7 @@ async fn join_in(
     Ok(Joined {
         room_name: stored_name(room.room_name),
         last_seq: room.last_seq,
+        first_seq: room.first_seq,
         newly_joined,
     })
 }

@@ -86,6 +86,53 @@ impl MessageRow {
     }
 }
 
+/// What a history read asks for.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct PageRequest {
+    pub(crate) cursor: HistoryCursor,
+    /// Messages at most.
+    pub(crate) limit: u32,
+    pub(crate) range: TimeRange,
+    /// The lowest seq the reader may see (the first of the room's current
+    /// life for a member; 0 for the admin).
+    pub(crate) floor: i64,
+    /// Bytes of message bodies (and extended data) after which the page
+    /// stops early.
+    pub(crate) max_bytes: i64,
+}
+
+/// A row of a budgeted page, with how many rows the page fetched before
+/// the budget cut it (so "more" is known either way).
+struct BudgetedRow {
+    id: i64,
+    seq: i64,
+    room_id: String,
+    sender_user_id: String,
+    kind: String,
+    body: String,
+    extended_data: String,
+    priority: String,
+    created_at: DateTime<Utc>,
+    fetched: i64,
+}
+
+impl BudgetedRow {
+    fn into_message(self) -> Option<RoomMessage> {
+        MessageRow {
+            id: self.id,
+            seq: self.seq,
+            room_id: self.room_id,
+            sender_user_id: self.sender_user_id,
+            kind: self.kind,
+            body: self.body,
+            extended_data: self.extended_data,
+            priority: self.priority,
+            created_at: self.created_at,
+        }
+        .into_message()
+    }
+}
+
 /// What becomes of each message of a batch, worked out phase by phase.
 struct Plan<'b> {
     batch: &'b [Pending],
@@ -191,81 +238,107 @@ impl Store {
     }
 
     /// One page of history in ascending seq, and whether more lie beyond it
-    /// in the direction of the cursor.
+    /// in the direction of the cursor. The page stops early once its bodies
+    /// reach `page.max_bytes` (at least one message is always returned), so
+    /// one request cannot make the server hold a huge page.
     pub(crate) async fn message_page(
         &self,
         room_id: &RoomId,
-        cursor: HistoryCursor,
-        limit: u32,
-        range: TimeRange,
+        page: PageRequest,
     ) -> Result<(Vec<RoomMessage>, bool), StoreError> {
-        let fetch = i64::from(limit) + 1;
-        let mut rows = match cursor {
-            HistoryCursor::Latest => self.rows_before(room_id, i64::MAX, range, fetch).await?,
-            HistoryCursor::Before(seq) => self.rows_before(room_id, seq, range, fetch).await?,
-            HistoryCursor::After(seq) => self.rows_after(room_id, seq, range, fetch).await?,
+        let fetch = i64::from(page.limit) + 1;
+        let (before, after) = match page.cursor {
+            HistoryCursor::Latest => (Some(i64::MAX), None),
+            HistoryCursor::Before(seq) => (Some(seq), None),
+            HistoryCursor::After(seq) => (None, Some(seq)),
         };
-        let has_more = rows.len() as i64 == fetch;
-        rows.truncate(limit as usize);
-        if cursor.is_backwards() {
+        let mut rows = match (before, after) {
+            (Some(before), _) => self.rows_before(room_id, before, &page, fetch).await?,
+            (None, after) => {
+                self.rows_after(room_id, after.unwrap_or(0), &page, fetch)
+                    .await?
+            }
+        };
+        let fetched = rows.first().map_or(0, |r| r.fetched);
+        let has_more = fetched == fetch || (rows.len() as i64) < fetched;
+        rows.truncate(page.limit as usize);
+        if page.cursor.is_backwards() {
             rows.reverse();
         }
-        let page = rows
+        let messages = rows
             .into_iter()
-            .filter_map(MessageRow::into_message)
+            .filter_map(BudgetedRow::into_message)
             .collect();
-        Ok((page, has_more))
+        Ok((messages, has_more))
     }
 
-    /// Up to `fetch` messages below `before`, newest first.
+    /// Up to `fetch` messages below `before`, newest first, cut at the budget.
     async fn rows_before(
         &self,
         room_id: &RoomId,
         before: i64,
-        range: TimeRange,
+        page: &PageRequest,
         fetch: i64,
-    ) -> Result<Vec<MessageRow>, StoreError> {
+    ) -> Result<Vec<BudgetedRow>, StoreError> {
         Ok(sqlx::query_as!(
-            MessageRow,
-            "select id, seq, room_id, sender_user_id, kind, body, extended_data, priority, created_at
-             from messages
-             where room_id = $1 and seq < $2
-               and ($3::timestamptz is null or created_at >= $3)
-               and ($4::timestamptz is null or created_at < $4)
-             order by seq desc
-             limit $5",
+            BudgetedRow,
+            r#"select id as "id!", seq as "seq!", room_id as "room_id!", sender_user_id as "sender_user_id!",
+                      kind as "kind!", body as "body!", extended_data as "extended_data!",
+                      priority as "priority!", created_at as "created_at!", fetched as "fetched!"
+               from (select *, count(*) over () as fetched,
+                            sum(octet_length(body) + octet_length(extended_data)) over (order by seq desc)
+                              - (octet_length(body) + octet_length(extended_data)) as bytes_before
+                       from (select * from messages
+                              where room_id = $1 and seq < $2 and seq >= $3
+                                and ($4::timestamptz is null or created_at >= $4)
+                                and ($5::timestamptz is null or created_at < $5)
+                              order by seq desc
+                              limit $6) newest) page
+              where bytes_before < $7
+              order by seq desc"#,
             room_id.as_str(),
             before,
-            range.since,
-            range.until,
-            fetch
+            page.floor,
+            page.range.since,
+            page.range.until,
+            fetch,
+            page.max_bytes,
         )
         .fetch_all(&self.pool)
         .await?)
     }
 
-    /// Up to `fetch` messages above `after`, oldest first.
+    /// Up to `fetch` messages above `after`, oldest first, cut at the budget.
     async fn rows_after(
         &self,
         room_id: &RoomId,
         after: i64,
-        range: TimeRange,
+        page: &PageRequest,
         fetch: i64,
-    ) -> Result<Vec<MessageRow>, StoreError> {
+    ) -> Result<Vec<BudgetedRow>, StoreError> {
         Ok(sqlx::query_as!(
-            MessageRow,
-            "select id, seq, room_id, sender_user_id, kind, body, extended_data, priority, created_at
-             from messages
-             where room_id = $1 and seq > $2
-               and ($3::timestamptz is null or created_at >= $3)
-               and ($4::timestamptz is null or created_at < $4)
-             order by seq
-             limit $5",
+            BudgetedRow,
+            r#"select id as "id!", seq as "seq!", room_id as "room_id!", sender_user_id as "sender_user_id!",
+                      kind as "kind!", body as "body!", extended_data as "extended_data!",
+                      priority as "priority!", created_at as "created_at!", fetched as "fetched!"
+               from (select *, count(*) over () as fetched,
+                            sum(octet_length(body) + octet_length(extended_data)) over (order by seq)
+                              - (octet_length(body) + octet_length(extended_data)) as bytes_before
+                       from (select * from messages
+                              where room_id = $1 and seq > $2 and seq >= $3
+                                and ($4::timestamptz is null or created_at >= $4)
+                                and ($5::timestamptz is null or created_at < $5)
+                              order by seq
+                              limit $6) oldest) page
+              where bytes_before < $7
+              order by seq"#,
             room_id.as_str(),
             after,
-            range.since,
-            range.until,
-            fetch
+            page.floor,
+            page.range.since,
+            page.range.until,
+            fetch,
+            page.max_bytes,
         )
         .fetch_all(&self.pool)
         .await?)

@@ -25,7 +25,7 @@ const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(3);
 
 pub(crate) use lifecycle::NewRoom;
 pub(crate) use members::{Entry, JoinError, Joined};
-pub(crate) use messages::{Appended, Pending};
+pub(crate) use messages::{Appended, PageRequest, Pending};
 
 /// What went wrong with the database, already sorted by what a client is
 /// told: `Unavailable` is `1008` (retry later), the rest `1009`. Cloneable

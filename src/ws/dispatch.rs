@@ -6,6 +6,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::session::{InFlight, MAX_SENDS_IN_FLIGHT, SendReply, Session};
+use super::token::TokenLife;
+use crate::metrics::Refusal;
 use crate::outbox::{CloseReason, Frame};
 use crate::protocol::ops::{self, Login, RoomRequest, SendMessage};
 use crate::protocol::{self, ErrorBody, ErrorCode, Event, Request, RoomState, RoomStateReason};
@@ -103,6 +105,7 @@ impl Session {
             }),
             Err(e) => {
                 if matches!(e, RoomError::RateLimited(_)) {
+                    self.ctx.metrics.refused(Refusal::Messages);
                     self.note_refusal();
                 }
                 failed(e.to_body())
@@ -161,6 +164,7 @@ impl Session {
                 };
                 protocol::ok_reply(id, &page)
             }
+            RoomRequest::RenewToken { token } => return self.renew_token(id, caller, &token).await,
             RoomRequest::MemberCount { room_id } => {
                 let count = rooms.member_count(caller, &room_id).await.map_err(wire)?;
                 protocol::ok_reply(
@@ -199,6 +203,7 @@ impl Session {
         let reply = ops::Entered {
             room_info: &entered.room_info,
             last_seq: entered.last_seq,
+            first_seq: entered.first_seq,
         };
         self.reply(protocol::ok_reply(id, &reply)).await;
         if let Err(e) = self.ctx.rooms.finish_entry(entered, caller).await {
@@ -231,13 +236,14 @@ impl Session {
         if let Some(ip) = self.ip
             && let Err(limited) = self.ctx.rates.login(ip)
         {
+            self.ctx.metrics.refused(Refusal::Logins);
             return Err(ErrorBody::rate_limited(
                 "too many logins from this address; slow down",
                 limited.retry_after,
             ));
         }
-        let user = match self.ctx.auth.login(login.user_info, login.token.as_deref()) {
-            Ok(user) => user,
+        let logged_in = match self.ctx.auth.login(login.user_info, login.token.as_deref()) {
+            Ok(logged_in) => logged_in,
             Err(e) => {
                 let error = ErrorBody::new(ErrorCode::Unauthorized, e.to_string());
                 self.reply(protocol::error_reply(Some(id), &error)).await;
@@ -245,7 +251,9 @@ impl Session {
                 return Ok(());
             }
         };
-        let Some(slot) = self.ctx.connections.log_in(&user.user_id) else {
+        let user = logged_in.user;
+        let Some(slot) = self.ctx.connections.claim(&user.user_id) else {
+            self.ctx.metrics.refused(Refusal::UserConnections);
             let error = ErrorBody::rate_limited(
                 format!(
                     "user '{}' already has {} connections, the most allowed",
@@ -258,6 +266,7 @@ impl Session {
             return Ok(());
         };
         self.user_slot = Some(slot);
+        self.token = logged_in.expires_at.map(TokenLife::new);
         tracing::Span::current().record("user", user.user_id.as_str());
         tracing::debug!("logged in");
         self.reply(protocol::ok_reply(id, &ops::LoggedIn { user_info: &user }))
@@ -267,6 +276,22 @@ impl Session {
             user,
             outbox: self.outbox.clone(),
         }));
+        Ok(())
+    }
+
+    /// `renewToken`: the session now lasts as long as the new token; a
+    /// refused one leaves the old token in force.
+    async fn renew_token(&mut self, id: u32, caller: &Caller, token: &str) -> Handled {
+        let expires_at = self
+            .ctx
+            .auth
+            .renew(&caller.user.user_id, token)
+            .map_err(|e| ErrorBody::new(ErrorCode::Unauthorized, e.to_string()))?;
+        self.token = expires_at.map(TokenLife::new);
+        let reply = ops::TokenRenewed {
+            expires_at: self.token.as_ref().map(TokenLife::expires_at_ms),
+        };
+        self.reply(protocol::ok_reply(id, &reply)).await;
         Ok(())
     }
 

@@ -9,6 +9,7 @@
 
 mod dispatch;
 mod session;
+mod token;
 mod writer;
 
 use std::net::IpAddr;
@@ -24,6 +25,7 @@ use tokio_util::task::TaskTracker;
 use crate::auth::Authenticator;
 use crate::config::Config;
 use crate::limits::{Connections, RateLimits};
+use crate::metrics::Metrics;
 use crate::rooms::Rooms;
 
 /// An upgraded connection, as roomd's own upgrade path hands it over.
@@ -41,6 +43,8 @@ pub(crate) struct SessionContext {
     pub(crate) auth: Arc<Authenticator>,
     pub(crate) rates: Arc<RateLimits>,
     pub(crate) connections: Arc<Connections>,
+    /// Refusals and closes are counted (and logged, rate-limited).
+    pub(crate) metrics: Arc<Metrics>,
     pub(crate) settings: SessionSettings,
     /// Cancelled to stop the server; sessions watch it to send Close frames.
     pub(crate) shutdown: CancellationToken,
@@ -133,6 +137,13 @@ fn handshake_key(method: &Method, headers: &HeaderMap) -> Option<HeaderValue> {
         && has("sec-websocket-version", "13");
     headers
         .get("sec-websocket-key")
-        .filter(|_| is_handshake)
+        .filter(|key| is_handshake && is_nonce(key.as_bytes()))
         .cloned()
+}
+
+/// RFC 6455: the key is 16 random bytes in base64, so 24 characters of
+/// the base64 alphabet ending in `==`.
+fn is_nonce(key: &[u8]) -> bool {
+    let base64 = |c: &u8| c.is_ascii_alphanumeric() || *c == b'+' || *c == b'/';
+    key.len() == 24 && key[..22].iter().all(base64) && &key[22..] == b"=="
 }

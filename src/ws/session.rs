@@ -21,12 +21,15 @@ use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::{self, Message};
 use tracing::Instrument;
 
+use super::token::{TokenLife, TokenStep};
 use super::writer::{close_frame, write_loop};
 use super::{SessionContext, WebSocket};
 use crate::domain::RoomId;
-use crate::limits::{ConnectionRates, ConnectionSlot, Limited, UserSlot};
+use crate::domain::UserId;
+use crate::limits::{ConnectionRates, KeyedPlace, Limited, Place};
+use crate::metrics::Refusal;
 use crate::outbox::{CloseReason, Closer, ConnId, Frame, Outbox, next_conn_id};
-use crate::protocol::{self, ErrorBody, ErrorCode};
+use crate::protocol::{self, ErrorBody, ErrorCode, Event};
 use crate::rooms::Caller;
 
 /// Sends of one connection waiting for their commit at once. More in flight
@@ -57,9 +60,11 @@ pub(super) struct Session {
     /// Rooms this connection has joined, to leave them when it goes away.
     pub(super) joined: BTreeSet<RoomId>,
     /// This connection's place in the process-wide connection count.
-    _slot: ConnectionSlot,
+    _slot: Place<UserId>,
     /// Its place in the user's connection count, once logged in.
-    pub(super) user_slot: Option<UserSlot>,
+    pub(super) user_slot: Option<KeyedPlace<UserId>>,
+    /// The session's token, once logged in with one.
+    pub(super) token: Option<TokenLife>,
 }
 
 /// Runs a connection until it closes, inside a span naming the connection
@@ -72,7 +77,7 @@ pub(super) async fn serve(socket: WebSocket, ctx: Arc<SessionContext>, ip: Optio
 
 async fn run(socket: WebSocket, ctx: Arc<SessionContext>, ip: Option<IpAddr>, conn: ConnId) {
     let Some(slot) = ctx.connections.open() else {
-        tracing::warn!("refusing a connection: at the connection limit");
+        ctx.metrics.refused(Refusal::Connections);
         let mut socket = socket;
         let _ = socket.send(close_frame(CloseReason::SERVER_FULL)).await;
         return;
@@ -85,7 +90,7 @@ async fn run(socket: WebSocket, ctx: Arc<SessionContext>, ip: Option<IpAddr>, co
     );
     let mut session = Session {
         rates: ctx.rates.for_connection(),
-        ctx,
+        ctx: ctx.clone(),
         ip,
         conn,
         outbox,
@@ -94,6 +99,7 @@ async fn run(socket: WebSocket, ctx: Arc<SessionContext>, ip: Option<IpAddr>, co
         joined: BTreeSet::new(),
         _slot: slot,
         user_slot: None,
+        token: None,
     };
     tracing::debug!("connection opened");
     session.read_loop(&mut stream).await;
@@ -103,6 +109,9 @@ async fn run(socket: WebSocket, ctx: Arc<SessionContext>, ip: Option<IpAddr>, co
     Box::pin(session.leave_everything()).await;
     // The connection no longer counts against its user's or the server's limits.
     drop(session);
+    if let Some(reason) = closer.reason() {
+        ctx.metrics.closed(reason);
+    }
     close(stream, closer, writer).await;
 }
 
@@ -173,8 +182,23 @@ impl Session {
         tokio::pin!(login_deadline);
         let idle = tokio::time::sleep(settings.idle_timeout);
         tokio::pin!(idle);
+        let token_timer = tokio::time::sleep(Duration::ZERO);
+        tokio::pin!(token_timer);
+        let mut token_step = None;
         loop {
+            if let (None, Some(token)) = (token_step, &self.token) {
+                let (at, step) = token.next();
+                token_timer.as_mut().reset(at);
+                token_step = Some(step);
+            }
             let frame = tokio::select! {
+                () = &mut token_timer, if token_step.is_some() => {
+                    match token_step.take() {
+                        Some(TokenStep::Warn(seconds_left)) => self.warn_token(seconds_left),
+                        _ => return self.closing(CloseReason::TOKEN_EXPIRED),
+                    }
+                    continue;
+                }
                 () = &mut idle => return self.closing(CloseReason::IDLE),
                 () = self.closer.closed() => return Ended::Connection,
                 () = self.ctx.shutdown.cancelled() => return Ended::Shutdown,
@@ -197,7 +221,14 @@ impl Session {
                 // Boxed: handling a request (database round trips included)
                 // takes a large future, and an idle connection should not
                 // carry its space.
-                Message::Text(text) => Box::pin(self.handle(text.as_str(), in_flight)).await,
+                Message::Text(text) => {
+                    let token = self.token.as_ref().map(TokenLife::expires_at_ms);
+                    Box::pin(self.handle(text.as_str(), in_flight)).await;
+                    if self.token.as_ref().map(TokenLife::expires_at_ms) != token {
+                        // Logged in or renewed: the timer starts over.
+                        token_step = None;
+                    }
+                }
                 Message::Binary(_) => self.refuse_binary(in_flight).await,
                 Message::Close(_) => return Ended::Connection,
                 // Pings are answered by tungstenite itself; pongs need nothing.
@@ -206,18 +237,31 @@ impl Session {
         }
     }
 
+    /// `tokenWillExpire`: the client should renew within `seconds_left`.
+    fn warn_token(&mut self, seconds_left: u64) {
+        if let Some(token) = &mut self.token {
+            token.warned();
+        }
+        let event = Event::TokenWillExpire { seconds_left };
+        self.outbox.push(Frame::from(event.to_json()));
+    }
+
     fn closing(&self, reason: CloseReason) -> Ended {
         self.closer.close(reason);
         Ended::Connection
     }
 
+    /// A frame that could not be read: the close code RFC 6455 names for
+    /// it, or no Close frame at all when the connection itself failed.
     fn read_failed(&self, e: &tungstenite::Error) -> Ended {
-        if matches!(e, tungstenite::Error::Capacity(_)) {
-            tracing::info!("closing: frame above the size limit");
-            self.closer.close(CloseReason::FRAME_TOO_LARGE);
-        } else {
-            tracing::debug!(error = %e, "read failed");
-            self.closer.abort();
+        match e {
+            tungstenite::Error::Capacity(_) => self.closer.close(CloseReason::FRAME_TOO_LARGE),
+            tungstenite::Error::Utf8(_) => self.closer.close(CloseReason::INVALID_UTF8),
+            tungstenite::Error::Protocol(_) => self.closer.close(CloseReason::PROTOCOL_ERROR),
+            _ => {
+                tracing::debug!(error = %e, "read failed");
+                self.closer.abort();
+            }
         }
         Ended::Connection
     }
@@ -253,12 +297,12 @@ impl Session {
             limited.retry_after,
         );
         self.reply(protocol::error_reply(id, &error)).await;
+        self.ctx.metrics.refused(Refusal::Requests);
         self.note_refusal();
     }
 
     pub(super) fn note_refusal(&self) {
         if !self.rates.tolerate_refusal() {
-            tracing::info!("closing: kept sending past its rate limits");
             self.closer.close(CloseReason::ABUSE);
         }
     }

@@ -2,12 +2,11 @@
 //! connections are open, kept in memory; and the size and count limits that
 //! rooms check ([`MessageLimits`]) or the database decides ([`JoinLimits`]).
 
-use std::collections::HashMap;
+mod places;
+
 use std::hash::Hash;
 use std::net::IpAddr;
 use std::num::NonZeroU32;
-use std::sync::atomic::{AtomicU32, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use governor::clock::{Clock, DefaultClock};
@@ -41,6 +40,7 @@ impl From<&Limits> for MessageLimits {
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct JoinLimits {
     pub(crate) max_rooms_per_user: u32,
+    pub(crate) max_created_rooms_per_user: u32,
     pub(crate) max_members_per_room: u32,
     pub(crate) max_rooms: u32,
 }
@@ -49,6 +49,7 @@ impl From<&Limits> for JoinLimits {
     fn from(limits: &Limits) -> Self {
         Self {
             max_rooms_per_user: limits.max_rooms_per_user,
+            max_created_rooms_per_user: limits.max_created_rooms_per_user,
             max_members_per_room: limits.max_members_per_room,
             max_rooms: limits.max_rooms,
         }
@@ -65,6 +66,14 @@ fn quota(per_second: NonZeroU32, burst: NonZeroU32) -> Quota {
     Quota::per_second(per_second).allow_burst(burst)
 }
 
+/// Who a REST request's rate is counted against: the user of its token,
+/// or its address when it has none.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub(crate) enum RestClient {
+    User(UserId),
+    Address(IpAddr),
+}
+
 /// The rate limiters shared by every connection of this process.
 #[derive(Debug)]
 pub(crate) struct RateLimits {
@@ -72,6 +81,7 @@ pub(crate) struct RateLimits {
     abuse_quota: Quota,
     messages: DefaultKeyedRateLimiter<UserId>,
     logins: DefaultKeyedRateLimiter<IpAddr>,
+    rest: DefaultKeyedRateLimiter<RestClient>,
     clock: DefaultClock,
 }
 
@@ -86,6 +96,10 @@ impl RateLimits {
             abuse_quota,
             messages: RateLimiter::keyed(quota(limits.messages_per_second, limits.messages_burst)),
             logins: RateLimiter::keyed(Quota::per_second(limits.logins_per_second)),
+            rest: RateLimiter::keyed(quota(
+                limits.rest_requests_per_second,
+                limits.rest_requests_burst,
+            )),
             clock: DefaultClock::default(),
         }
     }
@@ -109,6 +123,11 @@ impl RateLimits {
         check_keyed(&self.logins, &ip, &self.clock)
     }
 
+    /// One REST request from this client.
+    pub(crate) fn rest(&self, client: &RestClient) -> Result<(), Limited> {
+        check_keyed(&self.rest, client, &self.clock)
+    }
+
     /// Forgets users and addresses that have been quiet long enough that
     /// their limiter is back at full burst, so the maps do not grow forever.
     pub(crate) fn forget_idle(&self) {
@@ -116,6 +135,8 @@ impl RateLimits {
         self.messages.shrink_to_fit();
         self.logins.retain_recent();
         self.logins.shrink_to_fit();
+        self.rest.retain_recent();
+        self.rest.shrink_to_fit();
     }
 }
 
@@ -153,70 +174,4 @@ impl ConnectionRates {
     }
 }
 
-/// Open connections, in total and per logged-in user.
-#[derive(Debug)]
-pub(crate) struct Connections {
-    total: AtomicU32,
-    max_total: u32,
-    per_user: Mutex<HashMap<UserId, u32>>,
-    max_per_user: u32,
-}
-
-/// Holds one place among the open connections until dropped.
-#[derive(Debug)]
-pub(crate) struct ConnectionSlot(Arc<Connections>);
-
-/// Holds one of a user's connection places until dropped.
-#[derive(Debug)]
-pub(crate) struct UserSlot(Arc<Connections>, UserId);
-
-impl Connections {
-    pub(crate) fn new(max_total: u32, max_per_user: u32) -> Arc<Self> {
-        Arc::new(Self {
-            total: AtomicU32::new(0),
-            max_total,
-            per_user: Mutex::default(),
-            max_per_user,
-        })
-    }
-
-    /// A place for a new connection, unless the process is full.
-    pub(crate) fn open(self: &Arc<Self>) -> Option<ConnectionSlot> {
-        self.total
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
-                (n < self.max_total).then_some(n + 1)
-            })
-            .ok()
-            .map(|_| ConnectionSlot(self.clone()))
-    }
-
-    /// A place for one more connection of this user, unless they have
-    /// reached their limit.
-    pub(crate) fn log_in(self: &Arc<Self>, user: &UserId) -> Option<UserSlot> {
-        let mut per_user = self.per_user.lock().expect("connection counts poisoned");
-        let count = per_user.entry(user.clone()).or_insert(0);
-        if *count >= self.max_per_user {
-            return None;
-        }
-        *count += 1;
-        Some(UserSlot(self.clone(), user.clone()))
-    }
-}
-
-impl Drop for ConnectionSlot {
-    fn drop(&mut self) {
-        self.0.total.fetch_sub(1, Ordering::AcqRel);
-    }
-}
-
-impl Drop for UserSlot {
-    fn drop(&mut self) {
-        let mut per_user = self.0.per_user.lock().expect("connection counts poisoned");
-        if let Some(count) = per_user.get_mut(&self.1) {
-            *count -= 1;
-            if *count == 0 {
-                per_user.remove(&self.1);
-            }
-        }
-    }
-}
+pub(crate) use places::{Connections, HttpConnections, KeyedPlace, Place};

@@ -1,0 +1,99 @@
+//! A session's token over its life: warned 30 s before it expires
+//! (`tokenWillExpire`), closed with 4001 once it has expired (plus the
+//! leeway) unless `renewToken` brought a new one. Open mode has no tokens.
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use tokio::time::Instant;
+
+use crate::auth::LEEWAY_SECS;
+
+/// How long before expiry the client is told to renew, as in ZIM.
+const WARN_BEFORE: Duration = Duration::from_secs(30);
+
+/// What happens when the token's timer fires.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum TokenStep {
+    /// Send `tokenWillExpire` with this many seconds left.
+    Warn(u64),
+    /// The token is gone: close the connection.
+    Expire,
+}
+
+/// The token of a logged-in session.
+#[derive(Debug, Clone)]
+pub(super) struct TokenLife {
+    /// Unix seconds.
+    expires_at: u64,
+    warned: bool,
+}
+
+impl TokenLife {
+    pub(super) fn new(expires_at: u64) -> Self {
+        Self {
+            expires_at,
+            warned: false,
+        }
+    }
+
+    /// Unix milliseconds, for `renewToken`'s reply.
+    pub(super) fn expires_at_ms(&self) -> u64 {
+        self.expires_at.saturating_mul(1000)
+    }
+
+    /// When the timer fires next, and what it then does.
+    pub(super) fn next(&self) -> (Instant, TokenStep) {
+        let left = Duration::from_secs(self.expires_at).saturating_sub(unix_now());
+        if self.warned {
+            let grace = left + Duration::from_secs(LEEWAY_SECS);
+            return (Instant::now() + grace, TokenStep::Expire);
+        }
+        let warn_in = left.saturating_sub(WARN_BEFORE);
+        let seconds_left = if warn_in.is_zero() {
+            left.as_secs()
+        } else {
+            WARN_BEFORE.as_secs()
+        };
+        (Instant::now() + warn_in, TokenStep::Warn(seconds_left))
+    }
+
+    /// The warning went out; next is the expiry.
+    pub(super) fn warned(&mut self) {
+        self.warned = true;
+    }
+}
+
+fn unix_now() -> Duration {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_token_is_warned_about_thirty_seconds_ahead_then_expires_after_the_leeway() {
+        let now = unix_now().as_secs();
+        let mut life = TokenLife::new(now + 100);
+        let (at, step) = life.next();
+        assert_eq!(step, TokenStep::Warn(30));
+        let warn_in = at - Instant::now();
+        assert!(warn_in > Duration::from_secs(68) && warn_in <= Duration::from_secs(70));
+        life.warned();
+        let (at, step) = life.next();
+        assert_eq!(step, TokenStep::Expire);
+        assert!(at - Instant::now() > Duration::from_secs(128));
+    }
+
+    #[test]
+    fn a_token_with_little_left_is_warned_at_once_with_what_is_left() {
+        let now = unix_now().as_secs();
+        let (at, step) = TokenLife::new(now + 10).next();
+        assert!(matches!(step, TokenStep::Warn(9 | 10)));
+        assert!(at <= Instant::now());
+        let (_, step) = TokenLife::new(now.saturating_sub(5)).next();
+        assert_eq!(step, TokenStep::Warn(0));
+    }
+}
