@@ -31,7 +31,9 @@ wait_port() { for _ in $(seq 100); do (echo >/dev/tcp/127.0.0.1/$1) 2>/dev/null 
 roomd_pid=$(start target/release/roomd --bind 127.0.0.1:9000 --data-dir "$data" \
   --requests-per-second 1000000 --requests-burst 1000000 \
   --messages-per-second 1000000 --messages-burst 1000000 --logins-per-second 1000000 \
-  --max-rooms-per-user 100000 --outbox-frames 65536 --outbox-bytes 67108864)
+  --max-rooms-per-user 100000 --max-created-rooms-per-user 100000 \
+  --max-http-connections 100000 --max-http-connections-per-ip 0 \
+  --outbox-frames 65536 --outbox-bytes 67108864)
 socketio_pid=$(PORT=9002 start node bench/socketio/server.js)
 bare_pid=$(start target/release/bare-broadcast 127.0.0.1:9001)
 pids=("$roomd_pid" "$socketio_pid" "$bare_pid")
