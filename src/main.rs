@@ -11,7 +11,13 @@ use roomd::{App, Config};
 /// Self-hosted, persistent chat-room server: rooms, members and messages over
 /// WebSocket (/v1/ws), history over REST, PostgreSQL underneath.
 #[derive(Parser)]
-#[command(name = "roomd", version, args_conflicts_with_subcommands = true)]
+#[command(
+    name = "roomd",
+    version,
+    args_conflicts_with_subcommands = true,
+    // A flag given twice takes its last value, so a script can append overrides.
+    args_override_self = true
+)]
 struct Cli {
     #[command(subcommand)]
     command: Option<Command>,
