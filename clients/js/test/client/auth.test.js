@@ -7,7 +7,8 @@ import { ErrorCode } from '../../roomd.js';
 import { startRoomd } from '../support/roomd.js';
 import { loggedIn, logoutEveryClient, newClient, record, rejectsWith, seen, token, uniqueId, waitFor, waitForState } from '../support/client.js';
 
-const SECRET = 'test-secret-for-the-js-client';
+// roomd refuses secrets under 32 bytes.
+const SECRET = 'test-secret-for-the-js-client-of-roomd';
 let server;
 before(async () => {
   server = await startRoomd({ args: ['--auth-secret', SECRET] });
