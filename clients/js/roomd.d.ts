@@ -123,8 +123,16 @@ export interface RoomMemberQueryConfig {
   count?: number;
 }
 
+/** What createRoom, joinRoom and enterRoom resolve with. */
 export interface RoomInfoResult {
   roomInfo: RoomFullInfo;
+  /**
+   * The first seq of the room's current life: the oldest message you can
+   * read there. 1 unless the room was destroyed and re-created under the
+   * same id (its seqs continue the old life's, whose messages are not
+   * yours to read).
+   */
+  firstSeq: number;
 }
 export interface RoomLeftResult {
   roomID: string;

@@ -135,6 +135,17 @@ class RoomTrack {
     this.holders = null;
   }
 
+  /**
+   * Seqs up to `seq` are not the application's to see (a re-created room
+   * starts a new life at `seq + 1`), so they count as seen.
+   */
+  skipTo(seq) {
+    if (seq <= this.lastSeq) return;
+    this.lastSeq = seq;
+    for (const ahead of this.ahead) if (ahead <= seq) this.ahead.delete(ahead);
+    while (this.ahead.delete(this.lastSeq + 1)) this.lastSeq += 1;
+  }
+
   /** Records that the message `seq` reached the application; false if it already had. */
   accept(seq) {
     if (seq <= this.lastSeq || this.ahead.has(seq)) return false;
@@ -359,7 +370,8 @@ export class RoomdClient {
     if (!this._rooms.has(roomInfo.roomID)) {
       this._rooms.set(roomInfo.roomID, new RoomTrack(roomInfo.roomID, lastSeq));
     }
-    return { roomInfo };
+    // An older roomd sends no firstSeq: its members read a room from seq 1.
+    return { roomInfo, firstSeq: reply.firstSeq ?? 1 };
   }
 
   leaveRoom(roomID) {
@@ -589,6 +601,10 @@ export class RoomdClient {
           room.lastSeq = reply.lastSeq;
           room.ahead.clear();
         }
+        // The room was destroyed and re-created meanwhile: its messages
+        // before firstSeq belong to the old life and are never sent, so
+        // the catch-up (after this reply) starts at firstSeq.
+        if (typeof reply.firstSeq === 'number') room.skipTo(reply.firstSeq - 1);
         this._emitRoomState(roomID, 'connected', 'success');
       },
       (error) => {

@@ -53,7 +53,8 @@ async function session(): Promise<void> {
   const name: string = userInfo.userName;
   await zim.login({ userID: 'u1' });
   await zim.renewToken('next-token');
-  const { roomInfo } = await zim.createRoom({ roomID: 'r1' }, { roomDestroyDelayTime: 60, roomAttributes: { topic: 'x' } });
+  const { roomInfo, firstSeq } = await zim.createRoom({ roomID: 'r1' }, { roomDestroyDelayTime: 60, roomAttributes: { topic: 'x' } });
+  await zim.queryHistoryMessage('r1', { afterSeq: firstSeq - 1 });
   const roomName: string = roomInfo.roomName;
   await zim.enterRoom({ roomID: 'r2', roomName: 'Two' }, { roomDestroyDelayTime: 0 });
   const { message } = await zim.sendRoomMessage({ type: 'text', message: 'hi', extendedData: '{}' }, 'r1', { priority: 'high', clientMessageID: 'c1' });
