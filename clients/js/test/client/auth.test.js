@@ -27,10 +27,20 @@ test('a valid token logs in; its name claim wins over the given userName', async
 
 test('a refused token rejects login with 1005 and disconnects as unauthorized', async () => {
   const userID = uniqueId('u');
-  for (const bad of [undefined, 'not-a-jwt', token('another secret', userID), token(SECRET, uniqueId('someone-else')), token(SECRET, userID, { ttlSeconds: -120 })]) {
+  const refused = [
+    [undefined, 'a token is required'],
+    ['not-a-jwt', 'the token is invalid'],
+    [token('another secret', userID), 'the token is invalid'],
+    [token(SECRET, uniqueId('someone-else')), 'the token was issued for another user'],
+    // Beyond roomd's 30 s leeway.
+    [token(SECRET, userID, { ttlSeconds: -120 }), 'the token has expired'],
+  ];
+  for (const [bad, message] of refused) {
     const client = record(newClient(server.wsUrl));
     const error = await rejectsWith(client.login({ userID }, bad), ErrorCode.Unauthorized);
     assert.equal(error.reason, 'unauthorized');
+    // roomd's texts are stable (never a JWT library's).
+    assert.equal(error.message, message);
     assert.equal(client.state, 'disconnected');
     assert.deepEqual(seen(client, 'connectionStateChanged').map((e) => [e.state, e.event]), [['connecting', 'activeLogin'], ['disconnected', 'unauthorized']]);
   }
