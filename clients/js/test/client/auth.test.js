@@ -46,7 +46,7 @@ test('a refused token rejects login with 1005 and disconnects as unauthorized', 
   }
 });
 
-test('renewToken supplies the token of later logins; a refused one ends reconnection (4001)', async () => {
+test('renewToken supplies the token of later logins; one refused at a re-login ends reconnection (4001)', async () => {
   const userID = uniqueId('u');
   const client = await loggedIn(server.wsUrl, userID, { token: token(SECRET, userID) });
   const roomID = uniqueId('room');
@@ -59,16 +59,25 @@ test('renewToken supplies the token of later logins; a refused one ends reconnec
   await waitForState(client, 'reconnecting');
   await waitFor(() => seen(client, 'roomStateChanged', roomID).at(-1)?.state === 'connected', 'the room to be rejoined');
 
-  // A bad one: the next reconnection is refused and the client stops there.
-  await client.renewToken('expired-or-revoked');
+  // A bad one, given as the connection is lost (logged in, roomd would
+  // refuse it at once and the session keep its token): the next
+  // reconnection logs in with it, is refused, and the client stops there.
+  let renewal;
+  let pending;
+  const renewOnce = (c, { state }) => {
+    if (state !== 'reconnecting') return;
+    c.off('connectionStateChanged', renewOnce);
+    renewal = rejectsWith(c.renewToken('expired-or-revoked'), ErrorCode.ConnectionLost);
+    pending = rejectsWith(c.queryRoomOnlineMemberCount(roomID), ErrorCode.ConnectionLost);
+  };
+  client.on('connectionStateChanged', renewOnce);
   client._debugDropConnection();
-  await waitForState(client, 'reconnecting');
-  const pending = rejectsWith(client.queryRoomOnlineMemberCount(roomID), ErrorCode.ConnectionLost);
   await waitForState(client, 'disconnected');
-  await pending;
+  await Promise.all([renewal, pending]);
   const last = seen(client, 'connectionStateChanged').at(-1);
   assert.equal(last.event, 'unauthorized');
   assert.equal(last.extendedData.code, ErrorCode.Unauthorized);
+  assert.equal(last.extendedData.message, 'the token is invalid');
   assert.deepEqual(seen(client, 'roomStateChanged', roomID).map((e) => [e.state, e.event]), [
     ['connecting', 'networkInterrupted'],
     ['connected', 'success'],
