@@ -249,6 +249,7 @@ function onRoomState(source, data) {
       kickedOut: 'You were removed from the room.',
       roomNotExist: 'The room no longer exists.',
       unauthorized: 'The server no longer accepts your login token.',
+      tokenExpired: 'Your login token has expired.',
     }[data.event] || 'You are no longer in the room.';
     goToPicker();
     showError(why);

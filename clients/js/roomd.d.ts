@@ -123,8 +123,16 @@ export interface RoomMemberQueryConfig {
   count?: number;
 }
 
+/** What createRoom, joinRoom and enterRoom resolve with. */
 export interface RoomInfoResult {
   roomInfo: RoomFullInfo;
+  /**
+   * The first seq of the room's current life: the oldest message you can
+   * read there. 1 unless the room was destroyed and re-created under the
+   * same id (its seqs continue the old life's, whose messages are not
+   * yours to read).
+   */
+  firstSeq: number;
 }
 export interface RoomLeftResult {
   roomID: string;
@@ -166,6 +174,9 @@ export type ConnectionState = 'disconnected' | 'connecting' | 'connected' | 'rec
  *   reconnection disabled or during the first login (→ disconnected)
  * - `serverShutdown`: roomd is restarting, close code 1001 (→ reconnecting)
  * - `unauthorized`: the token was refused, 1005 / close 4001 (→ disconnected)
+ * - `tokenExpired`: the token expired without a renewToken, close 4001
+ *   "token expired" (→ disconnected; with a `tokenProvider`, → reconnecting
+ *   with a fresh token)
  * - `tooManyConnections`: the user is at roomd's connection limit, close 4030 (→ disconnected)
  * - `loginFailed`: login refused for another reason, e.g. 1003 (→ disconnected)
  * - `reconnectFailed`: gave up after `reconnect.maxAttempts` (→ disconnected)
@@ -177,6 +188,7 @@ export type ConnectionEvent =
   | 'loginInterrupted'
   | 'serverShutdown'
   | 'unauthorized'
+  | 'tokenExpired'
   | 'tooManyConnections'
   | 'loginFailed'
   | 'reconnectFailed'
@@ -238,12 +250,19 @@ export interface RoomMessageReceivedEvent {
   messageList: RoomMessage[];
 }
 
+/** roomd closes the connection when the token expires (plus a 30 s leeway) unless renewToken brings a new one. */
+export interface TokenWillExpireEvent {
+  /** Seconds until the token expires: 30, or less when the token had less left at login or renewal. */
+  second: number;
+}
+
 export interface RoomdEventMap {
   connectionStateChanged: ConnectionStateChangedEvent;
   roomStateChanged: RoomStateChangedEvent;
   roomMemberJoined: RoomMemberChangedEvent;
   roomMemberLeft: RoomMemberChangedEvent;
   roomMessageReceived: RoomMessageReceivedEvent;
+  tokenWillExpire: TokenWillExpireEvent;
 }
 
 export type RoomdEventName = keyof RoomdEventMap;
@@ -278,6 +297,23 @@ export interface Logger {
   error?(message: string, details?: unknown): void;
 }
 
+/** What the client tells a {@link TokenProvider}. */
+export interface TokenRequest {
+  /** The logged-in user: the token's `sub` must be this. */
+  userID: string;
+  /** Seconds the current token has left; 0 when it has expired or was refused. */
+  secondsLeft: number;
+}
+
+/**
+ * Returns a fresh token for the user (from your backend). The client calls
+ * it on `tokenWillExpire` and then renews with the result, and before
+ * reconnecting when the old token expired or a re-login refused it. It
+ * must settle within `requestTimeoutMs`; a failure is logged and tried
+ * again later, it never throws into your code.
+ */
+export type TokenProvider = (request: TokenRequest) => string | Promise<string>;
+
 export interface RoomdClientOptions {
   /** Default: globalThis.WebSocket. Node 20 has none: pass `ws`'s. */
   WebSocket?: WebSocketConstructor;
@@ -288,6 +324,8 @@ export interface RoomdClientOptions {
   heartbeatIntervalMs?: number;
   /** Default: silent. */
   logger?: Logger;
+  /** Lets the client renew the token by itself, see {@link TokenProvider}. Default: none (renew on `tokenWillExpire` yourself). */
+  tokenProvider?: TokenProvider;
 }
 
 export declare class RoomdClient {
@@ -302,7 +340,13 @@ export declare class RoomdClient {
   login(userInfo: UserInfo, token?: string): Promise<LoggedInResult>;
   /** Leaves every room and closes the connection; never reconnects. */
   logout(): Promise<void>;
-  /** The token for later (re)logins. */
+  /**
+   * Replaces the session's token before it expires. Logged in, roomd checks
+   * it: resolves once accepted (reconnections then use it too); a refused
+   * token rejects with 1005 (Unauthorized) and the session keeps its old one.
+   * While (re)connecting it is used by the coming login and checked once
+   * logged in; while disconnected it is only kept.
+   */
   renewToken(token: string): Promise<{ token: string }>;
 
   createRoom(roomInfo: RoomInfo, config?: RoomAdvancedConfig): Promise<RoomInfoResult>;

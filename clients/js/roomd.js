@@ -81,6 +81,7 @@ const RETRIABLE = new Set([
   'queryHistoryMessage',
   'queryRoomMemberList',
   'queryRoomOnlineMemberCount',
+  'renewToken', // checking the same token again changes nothing
 ]);
 
 /**
@@ -96,10 +97,14 @@ const EVENTS = new Set([
   'roomMemberJoined',
   'roomMemberLeft',
   'roomMessageReceived',
+  'tokenWillExpire',
 ]);
 
-/** Close codes after which reconnecting cannot help. */
+/** Close codes after which reconnecting cannot help (4001 "token expired" can, with a tokenProvider). */
 const FATAL_CLOSE_CODES = { 4001: 'unauthorized', 4030: 'tooManyConnections' };
+
+/** roomd's close reason when a session's token ran out without a renewToken. */
+const TOKEN_EXPIRED_REASON = 'token expired';
 
 /** The code the client closes with when it gives up on a connection itself. */
 const CLIENT_CLOSE_CODE = 4000;
@@ -133,6 +138,17 @@ class RoomTrack {
     this.held = null;
     /** Those retried sends. */
     this.holders = null;
+  }
+
+  /**
+   * Seqs up to `seq` are not the application's to see (a re-created room
+   * starts a new life at `seq + 1`), so they count as seen.
+   */
+  skipTo(seq) {
+    if (seq <= this.lastSeq) return;
+    this.lastSeq = seq;
+    for (const ahead of this.ahead) if (ahead <= seq) this.ahead.delete(ahead);
+    while (this.ahead.delete(this.lastSeq + 1)) this.lastSeq += 1;
   }
 
   /** Records that the message `seq` reached the application; false if it already had. */
@@ -180,13 +196,26 @@ export class RoomdClient {
     this._requestTimeoutMs = options.requestTimeoutMs ?? 15_000;
     this._heartbeatIntervalMs = options.heartbeatIntervalMs ?? 20_000;
     this._logger = options.logger ?? silentLogger;
+    this._tokenProvider = options.tokenProvider ?? null;
+    if (this._tokenProvider !== null && typeof this._tokenProvider !== 'function') {
+      throw new TypeError('options.tokenProvider must be a function returning a token (or a promise of one)');
+    }
 
     /** @type {Map<string, Function[]>} */
     this._handlers = new Map();
     /** @type {'disconnected'|'connecting'|'connected'|'reconnecting'} */
     this._state = 'disconnected';
     this._userInfo = null;
+    /** The token of the next login; while logged in, the one roomd holds (after the last successful renewal). */
     this._token = undefined;
+    /** The next connection must first get a token from the tokenProvider (the last one expired or was refused). */
+    this._needFreshToken = false;
+    /** The current connection logs in with a token the tokenProvider just gave: a refusal of it is final. */
+    this._tokenFresh = false;
+    /** The tokenProvider call under way, shared by everything that wants a token meanwhile. */
+    this._fetchingToken = null;
+    /** Counts login() calls, so a token fetched for an earlier session is not used by a later one. */
+    this._session = 0;
     /** The current socket; frames and close events of any other are stale. */
     this._ws = null;
     /** Whether `_ws` has completed login, so requests can go straight out. */
@@ -285,6 +314,10 @@ export class RoomdClient {
     }
     this._userInfo = userInfo;
     this._token = token;
+    this._needFreshToken = false;
+    this._tokenFresh = false;
+    this._fetchingToken = null;
+    this._session += 1;
     this._attempt = 0;
     const done = new Promise((resolve, reject) => {
       this._loginWaiter = { resolve, reject };
@@ -301,13 +334,24 @@ export class RoomdClient {
   }
 
   /**
-   * Replaces the token used by later logins (reconnections). roomd checks a
-   * token only at login, so the current connection is unaffected.
+   * Gives the session a new token before its current one expires. Logged
+   * in, roomd checks it (`renewToken` op): it resolves once roomd accepted
+   * it, and from then on reconnections log in with it too; a refused token
+   * rejects (1005) and changes nothing, the session keeps its old token.
+   * While (re)connecting, the token is used by the coming login and sent
+   * again once logged in. While disconnected it is only kept.
    * @returns {Promise<{token: string}>}
    */
   renewToken(token) {
-    this._token = token;
-    return Promise.resolve({ token });
+    if (this._state === 'disconnected') {
+      this._token = token;
+      return Promise.resolve({ token });
+    }
+    if (!this._loggedIn) this._token = token;
+    return this._call('renewToken', { token }, () => {
+      this._token = token;
+      return { token };
+    });
   }
 
   /**
@@ -359,7 +403,8 @@ export class RoomdClient {
     if (!this._rooms.has(roomInfo.roomID)) {
       this._rooms.set(roomInfo.roomID, new RoomTrack(roomInfo.roomID, lastSeq));
     }
-    return { roomInfo };
+    // An older roomd sends no firstSeq: its members read a room from seq 1.
+    return { roomInfo, firstSeq: reply.firstSeq ?? 1 };
   }
 
   leaveRoom(roomID) {
@@ -540,6 +585,14 @@ export class RoomdClient {
       this._timers.login = setTimeout(() => this._sendLogin(), error.retryAfterMs ?? 1000);
       return;
     }
+    if (error.code === ErrorCode.Unauthorized && this._tokenProvider && this._state === 'reconnecting' && !this._tokenFresh) {
+      // A re-login refused the token it had (it expired during the outage,
+      // say): ask the tokenProvider for a fresh one and reconnect with it.
+      this._log('info', `the token was refused (${error.message}); getting a fresh one from the tokenProvider`);
+      this._needFreshToken = true;
+      this._abandon('the token was refused');
+      return;
+    }
     const event = error.code === ErrorCode.Unauthorized ? 'unauthorized' : 'loginFailed';
     this._end(event, { code: error.code, reason: error.reason, message: error.message });
   }
@@ -548,6 +601,7 @@ export class RoomdClient {
     this._loggedIn = true;
     this._userInfo = userInfo;
     this._loginError = null;
+    this._tokenFresh = false;
     // The backoff starts over once the session works: now, or when a room
     // is rejoined (a rejoin refused for a passing reason keeps it growing).
     if (this._rooms.size === 0) this._attempt = 0;
@@ -589,6 +643,10 @@ export class RoomdClient {
           room.lastSeq = reply.lastSeq;
           room.ahead.clear();
         }
+        // The room was destroyed and re-created meanwhile: its messages
+        // before firstSeq belong to the old life and are never sent, so
+        // the catch-up (after this reply) starts at firstSeq.
+        if (typeof reply.firstSeq === 'number') room.skipTo(reply.firstSeq - 1);
         this._emitRoomState(roomID, 'connected', 'success');
       },
       (error) => {
@@ -698,9 +756,62 @@ export class RoomdClient {
         // `event` names the frame's kind, so roomd carries ZIM's event value as `reason`.
         this._emitRoomState(frame.roomID, frame.state, frame.reason, frame.extendedData ?? {});
         break;
+      case 'tokenWillExpire':
+        this._onTokenWillExpire(frame.secondsLeft);
+        break;
       default:
         this._log('debug', 'ignoring an unknown event', frame);
     }
+  }
+
+  /**
+   * roomd closes the connection (4001 "token expired") once the token has
+   * expired, plus its leeway, unless renewToken brings a new one. ZIM's
+   * event (`{ second }`) goes to the application; with a tokenProvider the
+   * client renews by itself too.
+   */
+  _onTokenWillExpire(secondsLeft) {
+    const second = typeof secondsLeft === 'number' ? secondsLeft : 0;
+    this._log('info', `the token expires in ${second} s`);
+    this._emit('tokenWillExpire', { second });
+    if (!this._tokenProvider) return;
+    const session = this._session;
+    this._fetchToken(second).then(
+      (token) => {
+        if (session !== this._session || this._state === 'disconnected') return;
+        return this.renewToken(token).then(() => this._log('info', 'renewed the token from the tokenProvider'));
+      },
+    ).catch((error) => {
+      if (session !== this._session || this._state === 'disconnected') return;
+      // roomd closes at expiry with 4001 "token expired"; the reconnection
+      // then asks the tokenProvider again.
+      this._log('warn', 'renewing the token from the tokenProvider failed; roomd will close the connection when the token expires', error);
+    });
+  }
+
+  /**
+   * A token from the tokenProvider, within requestTimeoutMs. Calls made
+   * while one is under way share it.
+   */
+  _fetchToken(secondsLeft) {
+    if (this._fetchingToken) return this._fetchingToken;
+    const userID = this._userInfo?.userID;
+    let timer;
+    const timeout = new Promise((_, reject) => {
+      timer = setTimeout(() => reject(new Error(`the tokenProvider gave no token within ${this._requestTimeoutMs} ms`)), this._requestTimeoutMs);
+    });
+    const fetching = Promise.race([
+      Promise.resolve().then(() => this._tokenProvider({ userID, secondsLeft })),
+      timeout,
+    ]).then((token) => {
+      if (typeof token !== 'string' || token === '') throw new TypeError(`the tokenProvider returned ${token === '' ? 'an empty string' : typeof token}, not a token`);
+      return token;
+    }).finally(() => {
+      clearTimeout(timer);
+      if (this._fetchingToken === fetching) this._fetchingToken = null;
+    });
+    this._fetchingToken = fetching;
+    return fetching;
   }
 
   /** Reports messages the application has not seen yet (a catch-up may repeat some). */
@@ -720,7 +831,17 @@ export class RoomdClient {
     this._loggedIn = false;
     this._clearTimers();
     const details = { closeCode: code, closeReason: reason };
-    const fatal = FATAL_CLOSE_CODES[code];
+    let fatal = FATAL_CLOSE_CODES[code];
+    if (code === 4001 && reason === TOKEN_EXPIRED_REASON) {
+      // The session outlived its token. With a tokenProvider: reconnect
+      // with a fresh token (memberships last the server's reconnect grace).
+      if (this._tokenProvider && this._state === 'connected' && this._reconnect.enabled) {
+        fatal = undefined;
+        this._needFreshToken = true;
+      } else {
+        fatal = 'tokenExpired';
+      }
+    }
     if (fatal || this._state === 'connecting' || !this._reconnect.enabled) {
       this._end(fatal ?? 'loginInterrupted', details);
       return;
@@ -749,14 +870,39 @@ export class RoomdClient {
       const delay = Math.min(maxDelayMs, initialDelayMs * 2 ** this._attempt) * (1 - jitter * Math.random());
       this._timers.retry = setTimeout(() => {
         this._attempt += 1;
-        this._openSocket();
+        this._reconnectNow();
       }, delay);
     }
     if (wasLoggedIn) {
-      this._setState('reconnecting', code === 1001 ? 'serverShutdown' : 'loginInterrupted', details);
+      const event = code === 1001 ? 'serverShutdown' : this._needFreshToken ? 'tokenExpired' : 'loginInterrupted';
+      this._setState('reconnecting', event, details);
       for (const roomID of this._rooms.keys()) this._emitRoomState(roomID, 'connecting', 'networkInterrupted', details);
     }
     if (giveUp && this._state !== 'disconnected') this._end('reconnectFailed', { ...details, attempts: this._attempt });
+  }
+
+  /** One reconnection attempt: a fresh token first if the last one is spent, then the socket. */
+  _reconnectNow() {
+    if (!this._needFreshToken) {
+      this._openSocket();
+      return;
+    }
+    const session = this._session;
+    this._fetchToken(0).then(
+      (token) => {
+        if (session !== this._session || this._state !== 'reconnecting' || this._ws) return;
+        this._token = token;
+        this._needFreshToken = false;
+        this._tokenFresh = true;
+        this._openSocket();
+      },
+      (error) => {
+        if (session !== this._session || this._state !== 'reconnecting' || this._ws) return;
+        // Like a failed connection attempt: try again after the backoff.
+        this._log('warn', 'the tokenProvider failed; trying again', error);
+        this._onSocketGone(CLIENT_CLOSE_CODE, `the tokenProvider failed: ${error?.message ?? error}`);
+      },
+    );
   }
 
   /**

@@ -92,7 +92,7 @@ describe('login and logout', () => {
     assert.equal(client.state, 'connecting');
     const entered = client.enterRoom({ roomID, roomName: 'early' });
     await login;
-    assert.deepEqual(await entered, { roomInfo: { roomID, roomName: 'early' } });
+    assert.deepEqual(await entered, { roomInfo: { roomID, roomName: 'early' }, firstSeq: 1 });
     await client.logout();
   });
 
@@ -112,14 +112,14 @@ describe('rooms', () => {
   test('create, join, enter, member list, count, leave, leave all, and the member events', async () => {
     const [a, b, c] = await Promise.all([loggedIn(server.wsUrl), loggedIn(server.wsUrl), loggedIn(server.wsUrl)]);
     const roomID = uniqueId('room');
-    assert.deepEqual(await a.createRoom({ roomID, roomName: 'Math' }, { roomDestroyDelayTime: 60 }), { roomInfo: { roomID, roomName: 'Math' } });
+    assert.deepEqual(await a.createRoom({ roomID, roomName: 'Math' }, { roomDestroyDelayTime: 60 }), { roomInfo: { roomID, roomName: 'Math' }, firstSeq: 1 });
 
-    assert.deepEqual(await b.joinRoom(roomID), { roomInfo: { roomID, roomName: 'Math' } });
+    assert.deepEqual(await b.joinRoom(roomID), { roomInfo: { roomID, roomName: 'Math' }, firstSeq: 1 });
     await waitFor(() => seen(a, 'roomMemberJoined', roomID).length === 1, 'a sees b join');
     assert.deepEqual(seen(a, 'roomMemberJoined', roomID)[0], { roomID, memberList: [{ userID: b.userInfo.userID, userName: b.userInfo.userName }] });
 
     // enterRoom on an existing room keeps its name.
-    assert.deepEqual(await c.enterRoom({ roomID, roomName: 'ignored' }), { roomInfo: { roomID, roomName: 'Math' } });
+    assert.deepEqual(await c.enterRoom({ roomID, roomName: 'ignored' }), { roomInfo: { roomID, roomName: 'Math' }, firstSeq: 1 });
     await waitFor(() => seen(b, 'roomMemberJoined', roomID).length === 1, 'b sees c join');
 
     assert.deepEqual(await a.queryRoomOnlineMemberCount(roomID), { roomID, count: 3 });
@@ -151,7 +151,7 @@ describe('rooms', () => {
   test('enterRoom creates a missing room with its name', async () => {
     const client = await loggedIn(server.wsUrl);
     const roomID = uniqueId('room');
-    assert.deepEqual(await client.enterRoom({ roomID, roomName: 'New' }, { roomAttributes: { k: 'v' } }), { roomInfo: { roomID, roomName: 'New' } });
+    assert.deepEqual(await client.enterRoom({ roomID, roomName: 'New' }, { roomAttributes: { k: 'v' } }), { roomInfo: { roomID, roomName: 'New' }, firstSeq: 1 });
     assert.deepEqual(await client.queryRoomOnlineMemberCount(roomID), { roomID, count: 1 });
     await client.logout();
   });
@@ -257,7 +257,8 @@ describe('messages', () => {
     await a.leaveRoom(roomID);
     // Destroyed within about a second of emptying (delay 0); until then it exists.
     const created = await eventually(() => b.createRoom({ roomID, roomName: 'again' }), 'the room to be destroyed');
-    assert.deepEqual(created, { roomInfo: { roomID, roomName: 'again' } });
+    // Its new life starts after the old one's last seq; b may read only from there.
+    assert.deepEqual(created, { roomInfo: { roomID, roomName: 'again' }, firstSeq: 2 });
     // The stream's seq comes with createRoom's reply; a roomd too old to send
     // it there is asked with a joinRoom.
     const [connection] = wire.connections;
@@ -268,7 +269,7 @@ describe('messages', () => {
     } else {
       assert.equal(replyTo(connection, sentOps(connection, 'joinRoom')[0]).lastSeq, 1);
     }
-    await a.joinRoom(roomID);
+    assert.deepEqual(await a.joinRoom(roomID), { roomInfo: { roomID, roomName: 'again' }, firstSeq: 2 });
     const { message } = await a.sendRoomMessage({ type: 'text', message: 'new' }, roomID);
     assert.equal(message.seq, 2);
     await waitFor(() => received(b, roomID).length === 1, 'b receives the new message');

@@ -7,7 +7,8 @@ import { ErrorCode } from '../../roomd.js';
 import { startRoomd } from '../support/roomd.js';
 import { loggedIn, logoutEveryClient, newClient, record, rejectsWith, seen, token, uniqueId, waitFor, waitForState } from '../support/client.js';
 
-const SECRET = 'test-secret-for-the-js-client';
+// roomd refuses secrets under 32 bytes.
+const SECRET = 'test-secret-for-the-js-client-of-roomd';
 let server;
 before(async () => {
   server = await startRoomd({ args: ['--auth-secret', SECRET] });
@@ -26,16 +27,26 @@ test('a valid token logs in; its name claim wins over the given userName', async
 
 test('a refused token rejects login with 1005 and disconnects as unauthorized', async () => {
   const userID = uniqueId('u');
-  for (const bad of [undefined, 'not-a-jwt', token('another secret', userID), token(SECRET, uniqueId('someone-else')), token(SECRET, userID, { ttlSeconds: -120 })]) {
+  const refused = [
+    [undefined, 'a token is required'],
+    ['not-a-jwt', 'the token is invalid'],
+    [token('another secret', userID), 'the token is invalid'],
+    [token(SECRET, uniqueId('someone-else')), 'the token was issued for another user'],
+    // Beyond roomd's 30 s leeway.
+    [token(SECRET, userID, { ttlSeconds: -120 }), 'the token has expired'],
+  ];
+  for (const [bad, message] of refused) {
     const client = record(newClient(server.wsUrl));
     const error = await rejectsWith(client.login({ userID }, bad), ErrorCode.Unauthorized);
     assert.equal(error.reason, 'unauthorized');
+    // roomd's texts are stable (never a JWT library's).
+    assert.equal(error.message, message);
     assert.equal(client.state, 'disconnected');
     assert.deepEqual(seen(client, 'connectionStateChanged').map((e) => [e.state, e.event]), [['connecting', 'activeLogin'], ['disconnected', 'unauthorized']]);
   }
 });
 
-test('renewToken supplies the token of later logins; a refused one ends reconnection (4001)', async () => {
+test('renewToken supplies the token of later logins; one refused at a re-login ends reconnection (4001)', async () => {
   const userID = uniqueId('u');
   const client = await loggedIn(server.wsUrl, userID, { token: token(SECRET, userID) });
   const roomID = uniqueId('room');
@@ -48,16 +59,25 @@ test('renewToken supplies the token of later logins; a refused one ends reconnec
   await waitForState(client, 'reconnecting');
   await waitFor(() => seen(client, 'roomStateChanged', roomID).at(-1)?.state === 'connected', 'the room to be rejoined');
 
-  // A bad one: the next reconnection is refused and the client stops there.
-  await client.renewToken('expired-or-revoked');
+  // A bad one, given as the connection is lost (logged in, roomd would
+  // refuse it at once and the session keep its token): the next
+  // reconnection logs in with it, is refused, and the client stops there.
+  let renewal;
+  let pending;
+  const renewOnce = (c, { state }) => {
+    if (state !== 'reconnecting') return;
+    c.off('connectionStateChanged', renewOnce);
+    renewal = rejectsWith(c.renewToken('expired-or-revoked'), ErrorCode.ConnectionLost);
+    pending = rejectsWith(c.queryRoomOnlineMemberCount(roomID), ErrorCode.ConnectionLost);
+  };
+  client.on('connectionStateChanged', renewOnce);
   client._debugDropConnection();
-  await waitForState(client, 'reconnecting');
-  const pending = rejectsWith(client.queryRoomOnlineMemberCount(roomID), ErrorCode.ConnectionLost);
   await waitForState(client, 'disconnected');
-  await pending;
+  await Promise.all([renewal, pending]);
   const last = seen(client, 'connectionStateChanged').at(-1);
   assert.equal(last.event, 'unauthorized');
   assert.equal(last.extendedData.code, ErrorCode.Unauthorized);
+  assert.equal(last.extendedData.message, 'the token is invalid');
   assert.deepEqual(seen(client, 'roomStateChanged', roomID).map((e) => [e.state, e.event]), [
     ['connecting', 'networkInterrupted'],
     ['connected', 'success'],

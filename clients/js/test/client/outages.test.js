@@ -149,6 +149,45 @@ test('a room destroyed while the client was away is reported as roomNotExist and
   await logoutAll(client, peer);
 });
 
+test('a room destroyed and re-created while the client was away is rejoined in its new life (firstSeq)', async () => {
+  // The user leaves at once when its connection drops, and an empty room is destroyed at once.
+  const { server, relay, url } = await behindRelay({ reconnectGrace: '0s', args: ['--room-destroy-delay', '0'] });
+  const wire = wireRecorder();
+  const [client, peer] = await Promise.all([loggedIn(url, uniqueId('u'), { WebSocket: wire.WebSocket }), loggedIn(server.wsUrl)]);
+  const roomID = uniqueId('room');
+  await peer.createRoom({ roomID, roomName: '' });
+  assert.equal((await client.joinRoom(roomID)).firstSeq, 1);
+  await peer.sendRoomMessage({ type: 'text', message: 'old 1' }, roomID);
+  await waitFor(() => received(client, roomID).length === 1, 'the first message');
+
+  relay.cut();
+  await waitForState(client, 'reconnecting');
+  await eventually(async () => assert.equal((await peer.queryRoomOnlineMemberCount(roomID)).count, 1), 'the client to leave the room');
+  // A message the client is not there for, then the room's end and a new life.
+  await peer.sendRoomMessage({ type: 'text', message: 'old 2' }, roomID);
+  await peer.leaveRoom(roomID);
+  const created = await eventually(() => peer.createRoom({ roomID, roomName: 'again' }), 'the room to be destroyed');
+  assert.equal(created.firstSeq, 3);
+  await peer.sendRoomMessage({ type: 'text', message: 'new 3' }, roomID);
+  relay.mend();
+
+  // The rejoin from seq 1 gets the new life only: 'old 2' was never the client's.
+  await waitFor(() => received(client, roomID).length === 2, 'the new life\'s message');
+  const [rejoin] = sentOps(wire.connections.at(-1), 'joinRoom');
+  assert.equal(rejoin.sinceSeq, 1);
+  assert.equal(replyTo(wire.connections.at(-1), rejoin).firstSeq, 3);
+  assert.deepEqual(roomStates(client, roomID), [['connecting', 'networkInterrupted'], ['connected', 'success']]);
+
+  // The client now stands at seq 3 (not stuck at 1 below the gap): the next rejoin says so.
+  client._debugDropConnection();
+  await waitFor(() => roomStates(client, roomID).length === 4, 'the second rejoin');
+  assert.equal(sentOps(wire.connections.at(-1), 'joinRoom')[0].sinceSeq, 3);
+  await peer.sendRoomMessage({ type: 'text', message: 'new 4' }, roomID);
+  await waitFor(() => received(client, roomID).length === 3, 'the next message');
+  assert.deepEqual(received(client, roomID).map((m) => [m.seq, m.message]), [[1, 'old 1'], [3, 'new 3'], [4, 'new 4']]);
+  await logoutAll(client, peer);
+});
+
 test('a room whose stream went backwards (roomd database reset) is followed from its new start', async () => {
   const { server, relay, url } = await behindRelay();
   const wire = wireRecorder();

@@ -97,7 +97,7 @@ test('a drop with other requests in flight: createRoom rejects, leaveRoom counts
   const lost = await create;
   assert.equal(lost.reason, 'connection_lost');
   assert.deepEqual(await leave, { roomID: left });
-  assert.deepEqual(await join, { roomInfo: { roomID: joined, roomName: 'J' } });
+  assert.deepEqual(await join, { roomInfo: { roomID: joined, roomName: 'J' }, firstSeq: 1 });
   assert.deepEqual(await history, { roomID: kept, messageList: [], hasMore: false });
   await waitForState(client, 'connected');
   // Only the kept room was rejoined; the left one is not this connection's.

@@ -70,20 +70,20 @@ test('the ZIM snippets run unchanged', async (t) => {
   {
     const roomID = uniqueId('created');
     zim.createRoom({ roomID: roomID, roomName: '' }).then(function ({ roomInfo }) { /* ok */ }).catch(function (err) { /* failed */ });
-    assert.deepEqual((await outcome(outcomes, 1)).value, { roomInfo: { roomID, roomName: '' } });
+    assert.deepEqual((await outcome(outcomes, 1)).value, { roomInfo: { roomID, roomName: '' }, firstSeq: 1 });
   }
 
   // Snippet 3.
   const roomID = uniqueId('entered');
   zim.enterRoom({ roomID: roomID, roomName: '' }).then(function ({ roomInfo }) {});
-  assert.deepEqual((await outcome(outcomes, 2)).value, { roomInfo: { roomID, roomName: '' } });
+  assert.deepEqual((await outcome(outcomes, 2)).value, { roomInfo: { roomID, roomName: '' }, firstSeq: 1 });
 
   // Snippet 2, in a room the peer made.
   {
     const roomID = uniqueId('joined');
     await peer.createRoom({ roomID, roomName: 'Peer' });
     zim.joinRoom(roomID).then(function ({ roomInfo }) {});
-    assert.deepEqual((await outcome(outcomes, 3)).value, { roomInfo: { roomID, roomName: 'Peer' } });
+    assert.deepEqual((await outcome(outcomes, 3)).value, { roomInfo: { roomID, roomName: 'Peer' }, firstSeq: 1 });
   }
 
   // The member events reach snippets 5 and 6.

@@ -46,7 +46,7 @@ export async function loggedIn(url, userID = uniqueId('u'), options = {}) {
 /** Records every event of `client` in `client.seen`. */
 export function record(client) {
   client.seen = [];
-  for (const event of ['connectionStateChanged', 'roomStateChanged', 'roomMemberJoined', 'roomMemberLeft', 'roomMessageReceived']) {
+  for (const event of ['connectionStateChanged', 'roomStateChanged', 'roomMemberJoined', 'roomMemberLeft', 'roomMessageReceived', 'tokenWillExpire']) {
     client.on(event, (_, data) => client.seen.push({ event, data }));
   }
   return client;
@@ -125,7 +125,13 @@ export async function eventually(attempt, what, timeoutMs = 10_000) {
  * the frames it sent and received (parsed, with `at` times) and how it
  * closed: what went over the wire with the real server, for assertions.
  * Pass `wire.WebSocket` as the client's `WebSocket` option.
- * @returns {{WebSocket: typeof WebSocket, connections: {sent: object[], received: object[], closed: {code: number, reason: string}|null}[]}}
+ *
+ * `connection.socket.closeAs(code, reason)` drops the connection abruptly
+ * (roomd sees a network failure) while the client sees a close with `code`
+ * and `reason`, as if roomd had sent them: for closes a test cannot make
+ * roomd send quickly, such as 4001 "token expired" (which takes its 30 s
+ * leeway).
+ * @returns {{WebSocket: typeof WebSocket, connections: {socket: WebSocket, sent: object[], received: object[], closed: {code: number, reason: string}|null}[]}}
  */
 export function wireRecorder() {
   const connections = [];
@@ -139,7 +145,7 @@ export function wireRecorder() {
   class RecordingWebSocket extends WebSocket {
     constructor(...args) {
       super(...args);
-      const connection = { sent: [], received: [], closed: null };
+      const connection = { socket: this, sent: [], received: [], closed: null };
       connections.push(connection);
       this.recorded = connection;
       this.on('message', (data) => connection.received.push({ at: Date.now(), ...parse(data) }));
@@ -151,6 +157,17 @@ export function wireRecorder() {
     send(data, ...rest) {
       this.recorded.sent.push({ at: Date.now(), ...parse(data) });
       super.send(data, ...rest);
+    }
+
+    closeAs(code, reason) {
+      this.fakeClose = { code, reason };
+      this.terminate();
+    }
+
+    // `ws` reports a close to its listeners (addEventListener's included) as emit('close', code, reason).
+    emit(event, ...args) {
+      if (event === 'close' && this.fakeClose) return super.emit(event, this.fakeClose.code, Buffer.from(this.fakeClose.reason));
+      return super.emit(event, ...args);
     }
   }
   return { WebSocket: RecordingWebSocket, connections };

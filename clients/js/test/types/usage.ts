@@ -9,6 +9,8 @@ import RoomdClientDefault, {
   type ConnectionStateChangedEvent,
   type RoomMessage,
   type RoomStateChangedEvent,
+  type TokenProvider,
+  type TokenWillExpireEvent,
 } from '../../roomd.js';
 
 declare const roomID: string;
@@ -19,7 +21,10 @@ const zim: RoomdClient = create('ws://127.0.0.1:8080/v1/ws', {
   requestTimeoutMs: 5000,
   heartbeatIntervalMs: 0,
   logger: console,
+  tokenProvider: async ({ userID, secondsLeft }) => `token for ${userID}, ${secondsLeft} s left`,
 });
+const syncProvider: TokenProvider = ({ userID }) => userID;
+create('ws://127.0.0.1:8080/v1/ws', { tokenProvider: syncProvider });
 const same: RoomdClient = new RoomdClientDefault('ws://127.0.0.1:8080/v1/ws');
 const plain = new RoomdClient('ws://127.0.0.1:8080/v1/ws', {});
 
@@ -48,12 +53,26 @@ zim.on('connectionStateChanged', onConnection);
 zim.off('connectionStateChanged', onConnection);
 zim.off('roomMessageReceived');
 
+// ZIM's token renewal, as the README shows it.
+declare function fetchTokenFromBackend(userID: string): Promise<string>;
+zim.on('tokenWillExpire', (zim, { second }) => {
+  console.log(`the token expires in ${second} s`);
+  fetchTokenFromBackend(zim.userInfo!.userID)
+    .then((token) => zim.renewToken(token))
+    .then(({ token }) => console.log('renewed', token.length))
+    .catch((err) => console.error(err));
+});
+const onExpiry = (_: RoomdClient, data: TokenWillExpireEvent) => console.log(data.second);
+zim.off('tokenWillExpire', onExpiry);
+
 async function session(): Promise<void> {
   const { userInfo } = await zim.login({ userID: 'u1', userName: 'Ann' }, 'token');
   const name: string = userInfo.userName;
   await zim.login({ userID: 'u1' });
   await zim.renewToken('next-token');
-  const { roomInfo } = await zim.createRoom({ roomID: 'r1' }, { roomDestroyDelayTime: 60, roomAttributes: { topic: 'x' } });
+  const { roomInfo, firstSeq } = await zim.createRoom({ roomID: 'r1' }, { roomDestroyDelayTime: 60, roomAttributes: { topic: 'x' } });
+  await zim.queryHistoryMessage('r1', { afterSeq: firstSeq - 1 });
+  const renewed: string = (await zim.renewToken('next')).token;
   const roomName: string = roomInfo.roomName;
   await zim.enterRoom({ roomID: 'r2', roomName: 'Two' }, { roomDestroyDelayTime: 0 });
   const { message } = await zim.sendRoomMessage({ type: 'text', message: 'hi', extendedData: '{}' }, 'r1', { priority: 'high', clientMessageID: 'c1' });
@@ -67,7 +86,7 @@ async function session(): Promise<void> {
   const { roomIDs } = await zim.leaveAllRoom();
   await zim.logout();
   const dropped: boolean = zim._debugDropConnection();
-  console.log(name, roomName, more, next, count + 1, roomIDs.join(), dropped, same.userInfo?.userID, plain.state);
+  console.log(renewed, name, roomName, more, next, count + 1, roomIDs.join(), dropped, same.userInfo?.userID, plain.state);
 
   try {
     await zim.joinRoom('missing');
@@ -90,6 +109,10 @@ async function session(): Promise<void> {
   await zim.sendRoomMessage({ type: 'video', message: 'x' }, 'r1');
   // @ts-expect-error roomID is required
   await zim.enterRoom({ roomName: 'x' });
+  // @ts-expect-error the tokenWillExpire data is { second }, not ZIM-unlike names
+  zim.on('tokenWillExpire', (_, { secondsLeft }) => console.log(secondsLeft));
+  // @ts-expect-error a tokenProvider returns a token
+  create('ws://x', { tokenProvider: async () => 42 });
   // @ts-expect-error the state is read-only
   zim.state = 'connected';
   // @ts-expect-error codes are constants
