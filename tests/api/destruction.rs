@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use serde_json::json;
 use sqlx::Row;
 
-use crate::helpers::{TestApp, fresh_database, say, spawn_app, spawn_app_with, test_config};
+use crate::helpers::{TestApp, fresh_database, spawn_app, spawn_app_with, test_config};
 
 /// The contract: destroyed within 2 s after the deadline.
 const WITHIN: Duration = Duration::from_secs(2);
@@ -21,8 +21,7 @@ async fn create_with_delay(
 ) -> crate::helpers::Client {
     let mut client = app.client(user).await;
     client
-        .ok(json!({"op": "createRoom", "roomInfo": {"roomID": room},
-                   "config": {"roomDestroyDelayTime": delay}}))
+        .create_with(room, json!({"roomDestroyDelayTime": delay}))
         .await;
     client
 }
@@ -31,9 +30,9 @@ async fn create_with_delay(
 async fn with_no_delay_an_empty_room_is_gone_within_two_seconds_and_its_history_stays() {
     let app = spawn_app().await;
     let mut a = create_with_delay(&app, "a", "brief", 0).await;
-    let first = say(&mut a, "brief", "one").await;
-    say(&mut a, "brief", "two").await;
-    a.ok(json!({"op": "leaveRoom", "roomID": "brief"})).await;
+    let first = a.say("brief", "one").await;
+    a.say("brief", "two").await;
+    a.leave("brief").await;
     let left = Instant::now();
     let gone = app.wait_until_gone("brief", WITHIN * 2).await;
     assert!(
@@ -50,9 +49,8 @@ async fn with_no_delay_an_empty_room_is_gone_within_two_seconds_and_its_history_
     assert_eq!(history["messages"][0], first);
 
     // A room created later under the same id continues the seq stream.
-    a.ok(json!({"op": "createRoom", "roomInfo": {"roomID": "brief"}}))
-        .await;
-    assert_eq!(say(&mut a, "brief", "three").await["seq"], 3);
+    a.create("brief").await;
+    assert_eq!(a.say("brief", "three").await["seq"], 3);
     assert_eq!(app.metric("roomd_rooms_destroyed_total").await, 1.0);
     app.stop().await;
 }
@@ -61,19 +59,18 @@ async fn with_no_delay_an_empty_room_is_gone_within_two_seconds_and_its_history_
 async fn a_join_within_the_delay_cancels_destruction_and_the_next_countdown_starts_over() {
     let app = spawn_app().await;
     let mut a = create_with_delay(&app, "a", "patient", 2).await;
-    a.ok(json!({"op": "leaveRoom", "roomID": "patient"})).await;
+    a.leave("patient").await;
     let first_leave = Instant::now();
     tokio::time::sleep(Duration::from_secs(1)).await;
     let mut b = app.client("b").await;
-    b.ok(json!({"op": "joinRoom", "roomID": "patient"})).await;
+    b.join("patient").await;
 
     // Well past the first deadline, the room is still there.
     tokio::time::sleep_until((first_leave + Duration::from_secs(2) + WITHIN).into()).await;
     assert!(app.room_exists("patient").await);
-    b.ok(json!({"op": "queryRoomOnlineMemberCount", "roomID": "patient"}))
-        .await;
+    b.member_count("patient").await;
 
-    b.ok(json!({"op": "leaveRoom", "roomID": "patient"})).await;
+    b.leave("patient").await;
     let second_leave = Instant::now();
     let gone = app.wait_until_gone("patient", Duration::from_secs(6)).await;
     let after = gone - second_leave;
@@ -108,8 +105,7 @@ async fn a_restart_in_the_middle_of_the_delay_keeps_the_original_deadline() {
     let url = fresh_database().await;
     let app = spawn_app_with(test_config(&url)).await;
     let mut a = create_with_delay(&app, "a", "restarted", 3).await;
-    a.ok(json!({"op": "leaveRoom", "roomID": "restarted"}))
-        .await;
+    a.leave("restarted").await;
     let left = Instant::now();
     app.stop().await;
 
@@ -269,26 +265,24 @@ async fn two_servers_sweeping_one_database_destroy_each_room_once_and_never_a_jo
 async fn the_sweeper_keeps_time_while_the_server_is_busy() {
     let app = Arc::new(spawn_app().await);
     let mut room_owner = app.client("owner").await;
-    room_owner
-        .ok(json!({"op": "createRoom", "roomInfo": {"roomID": "busy"}}))
-        .await;
+    room_owner.create("busy").await;
     let stop = Arc::new(AtomicBool::new(false));
     let mut senders = Vec::new();
     for i in 0..20 {
         let mut client = app.client(&format!("sender{i}")).await;
-        client.ok(json!({"op": "joinRoom", "roomID": "busy"})).await;
+        client.join("busy").await;
         let stop = stop.clone();
         senders.push(tokio::spawn(async move {
             let mut sent = 0u32;
             while !stop.load(Ordering::Relaxed) {
-                say(&mut client, "busy", "load").await;
+                client.say("busy", "load").await;
                 sent += 1;
             }
             sent
         }));
     }
     let mut a = create_with_delay(&app, "a", "timely", 1).await;
-    a.ok(json!({"op": "leaveRoom", "roomID": "timely"})).await;
+    a.leave("timely").await;
     let left = Instant::now();
     let gone = app.wait_until_gone("timely", Duration::from_secs(8)).await;
     stop.store(true, Ordering::Relaxed);
@@ -310,9 +304,7 @@ async fn the_sweeper_keeps_time_while_the_server_is_busy() {
 async fn a_thousand_rooms_due_at_once_are_destroyed_without_stalling_messages() {
     let app = spawn_app().await;
     let mut talker = app.client("talker").await;
-    talker
-        .ok(json!({"op": "createRoom", "roomInfo": {"roomID": "chatty"}}))
-        .await;
+    talker.create("chatty").await;
     let mut db = app.db().await;
     sqlx::query(
         "with ids as (select 'bulk-' || g as id from generate_series(1, 1000) g),
@@ -326,7 +318,7 @@ async fn a_thousand_rooms_due_at_once_are_destroyed_without_stalling_messages() 
     let mut sent = 0;
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
-        say(&mut talker, "chatty", "still flowing").await;
+        talker.say("chatty", "still flowing").await;
         sent += 1;
         let remaining: i64 = sqlx::query("select count(*) from rooms where room_id like 'bulk-%'")
             .fetch_one(&mut db)
@@ -358,7 +350,7 @@ async fn a_failing_sweep_is_retried_at_the_next_tick() {
         .execute(&mut db)
         .await
         .unwrap();
-    a.ok(json!({"op": "leaveRoom", "roomID": "stubborn"})).await;
+    a.leave("stubborn").await;
     app.wait_until_gone("stubborn", WITHIN * 2).await;
     assert!(app.metric("roomd_sweep_failures_total").await >= failures);
     app.stop().await;
@@ -371,10 +363,9 @@ async fn retention_deletes_only_messages_older_than_the_window() {
     config.retention_schedule = "* * * * * *".into();
     let app = spawn_app_with(config).await;
     let mut a = app.client("a").await;
-    a.ok(json!({"op": "createRoom", "roomInfo": {"roomID": "old-and-new"}}))
-        .await;
+    a.create("old-and-new").await;
     for i in 1..=6 {
-        say(&mut a, "old-and-new", &format!("m{i}")).await;
+        a.say("old-and-new", &format!("m{i}")).await;
     }
     let mut db = app.db().await;
     sqlx::query("update messages set created_at = now() - interval '2 hours' where seq <= 3")
@@ -401,6 +392,6 @@ async fn retention_deletes_only_messages_older_than_the_window() {
     assert_eq!(seqs, [4, 5, 6]);
     assert_eq!(app.metric("roomd_messages_expired_total").await, 3.0);
     // The seq stream is unaffected.
-    assert_eq!(say(&mut a, "old-and-new", "m7").await["seq"], 7);
+    assert_eq!(a.say("old-and-new", "m7").await["seq"], 7);
     app.stop().await;
 }

@@ -10,7 +10,7 @@ use serde_json::json;
 use sqlx::Row;
 use tokio_tungstenite::tungstenite::Message;
 
-use crate::helpers::{fresh_database, say, spawn_app_with, test_config};
+use crate::helpers::{fresh_database, spawn_app_with, test_config};
 
 #[tokio::test]
 async fn a_reconnect_within_the_grace_causes_no_churn_and_a_missing_user_leaves_after_it() {
@@ -18,24 +18,19 @@ async fn a_reconnect_within_the_grace_causes_no_churn_and_a_missing_user_leaves_
     config.reconnect_grace = Duration::from_millis(1500);
     let app = spawn_app_with(config).await;
     let mut watcher = app.client("watcher").await;
-    watcher
-        .ok(json!({"op": "createRoom", "roomInfo": {"roomID": "flaky"}}))
-        .await;
+    watcher.create("flaky").await;
     let phone = app.client("phone").await;
     let mut phone = phone;
-    phone.ok(json!({"op": "joinRoom", "roomID": "flaky"})).await;
+    phone.join("flaky").await;
     watcher.expect_event("roomMemberJoined").await;
 
     // The phone's network drops and it comes back quickly.
     drop(phone);
     let mut phone = app.client("phone").await;
-    phone.ok(json!({"op": "joinRoom", "roomID": "flaky"})).await;
+    phone.join("flaky").await;
     watcher.pump(Duration::from_millis(2000)).await;
     watcher.expect_silence().await;
-    let count = watcher
-        .ok(json!({"op": "queryRoomOnlineMemberCount", "roomID": "flaky"}))
-        .await;
-    assert_eq!(count["count"], 2);
+    assert_eq!(watcher.member_count("flaky").await, 2);
 
     // This time it does not come back: it leaves when the grace ends.
     drop(phone);
@@ -63,26 +58,20 @@ async fn a_reconnect_within_the_grace_causes_no_churn_and_a_missing_user_leaves_
 async fn resuming_with_since_seq_while_others_send_has_no_gap_and_no_duplicate() {
     let app = spawn_app_with(test_config(&fresh_database().await)).await;
     let mut writer = app.client("writer").await;
-    writer
-        .ok(json!({"op": "createRoom", "roomInfo": {"roomID": "stream"}}))
-        .await;
+    writer.create("stream").await;
     for i in 0..600 {
-        say(&mut writer, "stream", &format!("backlog {i}")).await;
+        writer.say("stream", &format!("backlog {i}")).await;
     }
     let stop = Arc::new(AtomicBool::new(false));
     let mut senders = Vec::new();
     for s in 0..3 {
         let mut client = app.client(&format!("live{s}")).await;
-        client
-            .ok(json!({"op": "joinRoom", "roomID": "stream"}))
-            .await;
+        client.join("stream").await;
         let stop = stop.clone();
         senders.push(tokio::spawn(async move {
             let mut last = 0;
             while !stop.load(Ordering::Relaxed) {
-                last = say(&mut client, "stream", "live").await["seq"]
-                    .as_i64()
-                    .unwrap();
+                last = client.say("stream", "live").await["seq"].as_i64().unwrap();
             }
             last
         }));
@@ -90,9 +79,7 @@ async fn resuming_with_since_seq_while_others_send_has_no_gap_and_no_duplicate()
     // Let the live senders get going, then resume from seq 10.
     tokio::time::sleep(Duration::from_millis(100)).await;
     let mut reader = app.client("reader").await;
-    let joined = reader
-        .ok(json!({"op": "joinRoom", "roomID": "stream", "sinceSeq": 10}))
-        .await;
+    let joined = reader.join_since("stream", 10).await;
     assert!(joined["lastSeq"].as_i64().unwrap() >= 600);
     let mut seen = Vec::new();
     let deadline = Instant::now() + Duration::from_secs(30);
@@ -135,11 +122,9 @@ async fn the_server_pings_and_closes_a_connection_that_stops_answering() {
     config.idle_timeout = Duration::from_millis(350);
     let app = spawn_app_with(config).await;
     let mut responsive = app.client("responsive").await;
-    responsive
-        .ok(json!({"op": "createRoom", "roomInfo": {"roomID": "hb"}}))
-        .await;
+    responsive.create("hb").await;
     let mut deaf = app.client("deaf").await;
-    deaf.ok(json!({"op": "joinRoom", "roomID": "hb"})).await;
+    deaf.join("hb").await;
     responsive.expect_event("roomMemberJoined").await;
     // Reading answers the server's pings; the responsive client sends
     // nothing of its own for three idle timeouts. The deaf client reads
@@ -147,7 +132,7 @@ async fn the_server_pings_and_closes_a_connection_that_stops_answering() {
     responsive.pump(Duration::from_millis(1100)).await;
     let left = responsive.expect_event("roomMemberLeft").await;
     assert_eq!(left["memberList"][0]["userID"], "deaf");
-    responsive.ok(json!({"op": "ping"})).await;
+    responsive.ping().await;
     // Its pongs for the pings it reads now may hit the closed socket first.
     assert!(matches!(deaf.closed().await, None | Some(4002)));
     app.stop().await;
@@ -160,17 +145,11 @@ async fn a_client_that_stops_reading_is_dropped_without_slowing_the_room() {
     config.limits.outbox_bytes = 256 * 1024;
     let app = spawn_app_with(config).await;
     let mut sender = app.client("sender").await;
-    sender
-        .ok(json!({"op": "createRoom", "roomInfo": {"roomID": "firehose"}}))
-        .await;
+    sender.create("firehose").await;
     let mut reader = app.client("reader").await;
-    reader
-        .ok(json!({"op": "joinRoom", "roomID": "firehose"}))
-        .await;
+    reader.join("firehose").await;
     let mut stuck = app.client("stuck").await;
-    stuck
-        .ok(json!({"op": "joinRoom", "roomID": "firehose"}))
-        .await;
+    stuck.join("firehose").await;
     sender.expect_event("roomMemberJoined").await;
     sender.expect_event("roomMemberJoined").await;
     reader.expect_event("roomMemberJoined").await;
@@ -238,10 +217,9 @@ async fn shutdown_announces_itself_and_a_quick_restart_causes_no_churn() {
     let mut a = app.client("a").await;
     let mut b = app.client("b").await;
     let mut c = app.client("c").await;
-    a.ok(json!({"op": "createRoom", "roomInfo": {"roomID": "steady"}}))
-        .await;
-    b.ok(json!({"op": "joinRoom", "roomID": "steady"})).await;
-    c.ok(json!({"op": "joinRoom", "roomID": "steady"})).await;
+    a.create("steady").await;
+    b.join("steady").await;
+    c.join("steady").await;
     for _ in 0..2 {
         a.expect_event("roomMemberJoined").await;
     }
@@ -298,9 +276,9 @@ async fn shutdown_announces_itself_and_a_quick_restart_causes_no_churn() {
     // A quick restart: A and B come back, C does not.
     let app = spawn_app_with(config()).await;
     let mut a = app.client("a").await;
-    a.ok(json!({"op": "joinRoom", "roomID": "steady"})).await;
+    a.join("steady").await;
     let mut b = app.client("b").await;
-    b.ok(json!({"op": "joinRoom", "roomID": "steady"})).await;
+    b.join("steady").await;
     let left = a.expect_event("roomMemberLeft").await;
     assert_eq!(
         left["memberList"],
