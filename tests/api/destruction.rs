@@ -6,24 +6,30 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use serde_json::json;
-use sqlx::Row;
+use sqlx::{PgConnection, Row};
 
-use crate::helpers::{TestApp, fresh_database, spawn_app, spawn_app_with, test_config};
+use crate::helpers::{
+    Client, Endpoint, RoomdProcess, fresh_database, spawn_app, spawn_app_with, test_config,
+};
 
 /// The contract: destroyed within 2 s after the deadline.
 const WITHIN: Duration = Duration::from_secs(2);
 
-async fn create_with_delay(
-    app: &TestApp,
-    user: &str,
-    room: &str,
-    delay: u32,
-) -> crate::helpers::Client {
-    let mut client = app.client(user).await;
+/// A client of `user` who created `room` with this destroy delay.
+async fn create_with_delay(server: &Endpoint, user: &str, room: &str, delay: u32) -> Client {
+    let mut client = server.client(user).await;
     client
         .create_with(room, json!({"roomDestroyDelayTime": delay}))
         .await;
     client
+}
+
+/// `select user_id from members`, sorted.
+async fn members(db: &mut PgConnection) -> Vec<String> {
+    sqlx::query_scalar("select user_id from members order by user_id")
+        .fetch_all(db)
+        .await
+        .unwrap()
 }
 
 #[tokio::test]
@@ -130,36 +136,77 @@ async fn a_restart_in_the_middle_of_the_delay_keeps_the_original_deadline() {
 }
 
 #[tokio::test]
-async fn members_of_a_crashed_run_are_removed_at_start_up_and_their_rooms_count_down() {
+async fn a_stop_keeps_memberships_for_the_next_start_to_clear() {
     let url = fresh_database().await;
     let app = spawn_app_with(test_config(&url)).await;
-    let _a = create_with_delay(&app, "a", "orphaned", 1).await;
+    let _a = create_with_delay(&app, "a", "kept", 1).await;
     let mut db = app.db().await;
-    // Simulate a crash: the server goes away without anyone leaving.
     app.stop().await;
-    let members: i64 = sqlx::query("select count(*) from members")
-        .fetch_one(&mut db)
-        .await
-        .unwrap()
-        .get(0);
     assert_eq!(
-        members, 1,
+        members(&mut db).await,
+        ["a"],
         "shutdown keeps memberships for the next start to clear"
     );
-
     let app = spawn_app_with(test_config(&url)).await;
+    assert_eq!(members(&mut db).await, Vec::<String>::new());
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn members_of_a_crashed_run_are_removed_at_start_up_and_their_rooms_count_down() {
+    let url = fresh_database().await;
+    let node = ["--node-id", "crashing-node", "--reconnect-grace", "0s"];
+    let mut roomd = RoomdProcess::start(&url, &node).await;
+    let mut a = create_with_delay(&roomd, "a", "orphaned", 1).await;
+    // A member through another node on the same database, which the
+    // crashed node's restart must leave alone.
+    let mut config = test_config(&url);
+    config.node_id = Some("bystander-node".into());
+    let bystander = spawn_app_with(config).await;
+    let mut b = bystander.client("b").await;
+    b.enter("elsewhere").await;
+    let mut db = bystander.db().await;
+    assert_eq!(members(&mut db).await, ["a", "b"]);
+
+    // A real crash: the process dies at once, nobody leaves, and the
+    // client's connection just breaks (a stop would close it with 1001).
+    roomd.kill_9();
+    assert_eq!(a.closed().await, None, "a crash sends no Close frame");
+    assert_eq!(
+        members(&mut db).await,
+        ["a", "b"],
+        "the crash removed no membership"
+    );
+    let empty: bool =
+        sqlx::query_scalar("select empty_since is not null from rooms where room_id = 'orphaned'")
+            .fetch_one(&mut db)
+            .await
+            .unwrap();
+    assert!(!empty, "the crashed run recorded no leave");
+
+    // The same node starts again: its memberships are gone at once (no
+    // grace), and the orphaned room counts down its delay from there.
+    let restarting = Instant::now();
+    let roomd = RoomdProcess::start(&url, &node).await;
     let started = Instant::now();
-    let members: i64 = sqlx::query("select count(*) from members")
-        .fetch_one(&mut db)
-        .await
-        .unwrap()
-        .get(0);
-    assert_eq!(members, 0);
-    let gone = app
+    assert_eq!(members(&mut db).await, ["b"]);
+    let gone = roomd
         .wait_until_gone("orphaned", Duration::from_secs(6))
         .await;
-    assert!(gone - started <= Duration::from_secs(1) + WITHIN);
-    app.stop().await;
+    assert!(
+        gone - restarting >= Duration::from_secs(1) - Duration::from_millis(100),
+        "destroyed before its delay: {:?} after the restart began",
+        gone - restarting
+    );
+    assert!(
+        gone - started <= Duration::from_secs(1) + WITHIN,
+        "destroyed late: {:?} after the restart",
+        gone - started
+    );
+    assert!(bystander.room_exists("elsewhere").await);
+    b.ping().await;
+    assert_eq!(members(&mut db).await, ["b"]);
+    bystander.stop().await;
 }
 
 #[tokio::test]
