@@ -2,14 +2,15 @@
 //! exactly once, across restarts and with two servers on one database.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use serde_json::json;
 use sqlx::{PgConnection, Row};
 
 use crate::helpers::{
-    Client, Endpoint, RoomdProcess, fresh_database, spawn_app, spawn_app_with, test_config,
+    Client, Endpoint, POLL, RoomdProcess, WAIT, fresh_database, spawn_app, spawn_app_with,
+    test_config, wait_until,
 };
 
 /// The contract: destroyed within 2 s after the deadline.
@@ -67,6 +68,7 @@ async fn a_join_within_the_delay_cancels_destruction_and_the_next_countdown_star
     let mut a = create_with_delay(&app, "a", "patient", 2).await;
     a.leave("patient").await;
     let first_leave = Instant::now();
+    // Halfway through the countdown (waited out on purpose).
     tokio::time::sleep(Duration::from_secs(1)).await;
     let mut b = app.client("b").await;
     b.join("patient").await;
@@ -74,7 +76,7 @@ async fn a_join_within_the_delay_cancels_destruction_and_the_next_countdown_star
     // Well past the first deadline, the room is still there.
     tokio::time::sleep_until((first_leave + Duration::from_secs(2) + WITHIN).into()).await;
     assert!(app.room_exists("patient").await);
-    b.member_count("patient").await;
+    assert_eq!(b.member_count("patient").await, 1);
 
     b.leave("patient").await;
     let second_leave = Instant::now();
@@ -263,6 +265,8 @@ async fn two_servers_sweeping_one_database_destroy_each_room_once_and_never_a_jo
         kept.extend(rooms);
         clients.push(client);
     }
+    // Otherwise "never a joined one" would hold for want of any.
+    assert!(!kept.is_empty(), "no join got in before the sweep");
 
     // Every room nobody joined is destroyed, by exactly one of the servers.
     let deadline = Instant::now() + Duration::from_secs(10);
@@ -275,7 +279,7 @@ async fn two_servers_sweeping_one_database_destroy_each_room_once_and_never_a_jo
         if remaining == kept.len() as i64 || Instant::now() > deadline {
             break remaining;
         }
-        tokio::time::sleep(crate::helpers::POLL).await;
+        tokio::time::sleep(POLL).await;
     };
     assert_eq!(remaining, kept.len() as i64);
     let destroyed = a.metric("roomd_rooms_destroyed_total").await
@@ -308,50 +312,105 @@ async fn two_servers_sweeping_one_database_destroy_each_room_once_and_never_a_jo
     b.stop().await;
 }
 
+/// Messages acknowledged so far by a [`chatter`].
+type Acked = Arc<AtomicUsize>;
+
+/// Sends messages to `room` until `stop`, counting acknowledgements in
+/// `acked`; returns the acknowledged seqs in order and the longest wait
+/// for one acknowledgement.
+fn chatter(
+    mut client: Client,
+    room: &'static str,
+    stop: Arc<AtomicBool>,
+    acked: Acked,
+) -> tokio::task::JoinHandle<(Vec<i64>, Duration)> {
+    tokio::spawn(async move {
+        let (mut seqs, mut longest) = (Vec::new(), Duration::ZERO);
+        while !stop.load(Ordering::Relaxed) {
+            let asked = Instant::now();
+            let message = client.say(room, "load").await;
+            longest = longest.max(asked.elapsed());
+            seqs.push(message["seq"].as_i64().unwrap());
+            acked.fetch_add(1, Ordering::Relaxed);
+        }
+        (seqs, longest)
+    })
+}
+
+/// Waits until `acked` reaches `at_least`.
+async fn wait_for_acks(acked: &Acked, at_least: usize) {
+    wait_until(
+        WAIT,
+        &format!("{at_least} acknowledged messages"),
+        || async { acked.load(Ordering::Relaxed) >= at_least },
+    )
+    .await;
+}
+
+/// The seqs stored in `room`, in order.
+async fn stored_seqs(db: &mut PgConnection, room: &str) -> Vec<i64> {
+    sqlx::query_scalar("select seq from messages where room_id = $1 order by seq")
+        .bind(room)
+        .fetch_all(db)
+        .await
+        .unwrap()
+}
+
 #[tokio::test]
 async fn the_sweeper_keeps_time_while_the_server_is_busy() {
-    let app = Arc::new(spawn_app().await);
+    let app = spawn_app().await;
     let mut room_owner = app.client("owner").await;
     room_owner.create("busy").await;
     let stop = Arc::new(AtomicBool::new(false));
+    let acked = Acked::default();
     let mut senders = Vec::new();
     for i in 0..20 {
         let mut client = app.client(&format!("sender{i}")).await;
         client.join("busy").await;
-        let stop = stop.clone();
-        senders.push(tokio::spawn(async move {
-            let mut sent = 0u32;
-            while !stop.load(Ordering::Relaxed) {
-                client.say("busy", "load").await;
-                sent += 1;
-            }
-            sent
-        }));
+        senders.push(chatter(client, "busy", stop.clone(), acked.clone()));
     }
+    // The load is on before the countdown starts, and stays on through it.
+    wait_for_acks(&acked, 100).await;
     let mut a = create_with_delay(&app, "a", "timely", 1).await;
     a.leave("timely").await;
     let left = Instant::now();
+    let acked_at_leave = acked.load(Ordering::Relaxed);
     let gone = app.wait_until_gone("timely", Duration::from_secs(8)).await;
+    let acked_meanwhile = acked.load(Ordering::Relaxed) - acked_at_leave;
     stop.store(true, Ordering::Relaxed);
-    let mut total = 0;
+    let mut seqs = Vec::new();
     for sender in senders {
-        total += sender.await.unwrap();
+        seqs.extend(sender.await.unwrap().0);
     }
-    assert!(total > 0);
     let after = gone - left;
     assert!(
         after <= Duration::from_secs(1) + WITHIN,
         "destroyed {after:?} after the leave under load"
     );
+    assert!(
+        acked_meanwhile >= 300,
+        "only {acked_meanwhile} messages during the countdown: not busy"
+    );
+    // And the load was real: every acknowledged message is stored, once.
+    seqs.sort_unstable();
+    assert_eq!(seqs, (1..=seqs.len() as i64).collect::<Vec<_>>());
+    assert_eq!(stored_seqs(&mut app.db().await, "busy").await, seqs);
     drop(room_owner);
-    Arc::try_unwrap(app).ok().expect("sole owner").stop().await;
+    app.stop().await;
 }
 
 #[tokio::test]
 async fn a_thousand_rooms_due_at_once_are_destroyed_without_stalling_messages() {
+    /// Longer than any acknowledgement may wait while the rooms go.
+    const STALL: Duration = Duration::from_millis(500);
     let app = spawn_app().await;
     let mut talker = app.client("talker").await;
     talker.create("chatty").await;
+    let stop = Arc::new(AtomicBool::new(false));
+    let acked = Acked::default();
+    let talking = chatter(talker, "chatty", stop.clone(), acked.clone());
+    wait_for_acks(&acked, 10).await;
+
     let mut db = app.db().await;
     sqlx::query(
         "with ids as (select 'bulk-' || g as id from generate_series(1, 1000) g),
@@ -362,11 +421,9 @@ async fn a_thousand_rooms_due_at_once_are_destroyed_without_stalling_messages() 
     .execute(&mut db)
     .await
     .unwrap();
-    let mut sent = 0;
-    let deadline = Instant::now() + Duration::from_secs(10);
+    let acked_when_due = acked.load(Ordering::Relaxed);
+    let deadline = Instant::now() + WAIT;
     loop {
-        talker.say("chatty", "still flowing").await;
-        sent += 1;
         let remaining: i64 = sqlx::query("select count(*) from rooms where room_id like 'bulk-%'")
             .fetch_one(&mut db)
             .await
@@ -376,9 +433,28 @@ async fn a_thousand_rooms_due_at_once_are_destroyed_without_stalling_messages() 
             break;
         }
         assert!(Instant::now() < deadline, "{remaining} rooms still due");
+        tokio::time::sleep(POLL).await;
     }
-    assert!(sent > 0);
+    let acked_when_gone = acked.load(Ordering::Relaxed);
+    // Still flowing afterwards.
+    wait_for_acks(&acked, acked_when_gone + 10).await;
+    stop.store(true, Ordering::Relaxed);
+    let (seqs, longest) = talking.await.unwrap();
+
     assert_eq!(app.metric("roomd_rooms_destroyed_total").await, 1000.0);
+    assert!(
+        acked_when_gone > acked_when_due,
+        "no message was acknowledged while the rooms were being destroyed"
+    );
+    assert!(
+        longest < STALL,
+        "a message waited {longest:?} for its acknowledgement"
+    );
+    // Every message sent through the sweep was acknowledged in order,
+    // without a gap, and stored exactly so.
+    assert!(seqs.len() >= 21, "{} messages", seqs.len());
+    assert_eq!(seqs, (1..=seqs.len() as i64).collect::<Vec<_>>());
+    assert_eq!(stored_seqs(&mut db, "chatty").await, seqs);
     app.stop().await;
 }
 
@@ -387,19 +463,37 @@ async fn a_failing_sweep_is_retried_at_the_next_tick() {
     let app = spawn_app().await;
     let mut a = create_with_delay(&app, "a", "stubborn", 0).await;
     let mut db = app.db().await;
-    // Make every sweep fail: the rooms table is briefly elsewhere.
+    let failures_before = app.metric("roomd_sweep_failures_total").await;
+    assert_eq!(failures_before, 0.0);
+    // Make every sweep fail: the rooms table is briefly elsewhere. Two
+    // failures counted: a failed sweep is counted, and the next tick tries
+    // again (and fails again).
     sqlx::query("alter table rooms rename to rooms_away")
         .execute(&mut db)
         .await
         .unwrap();
-    let failures = app.wait_for_metric("roomd_sweep_failures_total", 2.0).await;
+    let failures = app
+        .wait_for_metric("roomd_sweep_failures_total", failures_before + 2.0)
+        .await;
+    assert!(failures > failures_before);
     sqlx::query("alter table rooms_away rename to rooms")
         .execute(&mut db)
         .await
         .unwrap();
+
+    // With the table back, a later sweep succeeds: the room, due at once,
+    // is destroyed, and the sweeps after it fail no more.
     a.leave("stubborn").await;
     app.wait_until_gone("stubborn", WITHIN * 2).await;
-    assert!(app.metric("roomd_sweep_failures_total").await >= failures);
+    let failures = app.metric("roomd_sweep_failures_total").await;
+    let sweeps = app.metric("roomd_sweeps_total").await;
+    app.wait_for_metric("roomd_sweeps_total", sweeps + 2.0)
+        .await;
+    assert_eq!(
+        app.metric("roomd_sweep_failures_total").await,
+        failures,
+        "sweeps still failing after the table came back"
+    );
     app.stop().await;
 }
 
@@ -427,12 +521,9 @@ async fn retention_deletes_only_messages_older_than_the_window() {
     let runs = app.metric("roomd_retention_runs_total").await;
     app.wait_for_metric("roomd_retention_runs_total", runs + 2.0)
         .await;
-    let history = a
-        .ok(json!({"op": "queryHistoryMessage", "roomID": "old-and-new"}))
-        .await;
-    let seqs: Vec<i64> = history["messageList"]
-        .as_array()
-        .unwrap()
+    let seqs: Vec<i64> = a
+        .history("old-and-new")
+        .await
         .iter()
         .map(|m| m["seq"].as_i64().unwrap())
         .collect();
