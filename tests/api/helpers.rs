@@ -857,6 +857,15 @@ impl Client {
         }
     }
 
+    /// From now on everything this client writes is lost, as on a network
+    /// that drops its upstream: the server hears nothing more from it (no
+    /// pong, no Close reply), while the client still reads what the server
+    /// sends, up to its Close frame. (A client that writes to a connection
+    /// the server has closed can get a reset before it reads that frame.)
+    pub fn mute(&mut self) {
+        self.ws.get_mut().muted = true;
+    }
+
     /// Waits for the server to close the connection; returns the close code
     /// (`None` when the connection went away without a Close frame).
     pub async fn closed(&mut self) -> Option<u16> {
