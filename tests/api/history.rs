@@ -196,8 +196,9 @@ async fn non_members_cannot_read_history() {
     let (status, body) = app.get_with(path, Some(&user_token("member"))).await;
     assert_eq!(status, 200);
     assert_eq!(body["messages"][0]["message"], "secret plans");
-    let (status, _) = app.get_with(path, Some("admin-token")).await;
+    let (status, body) = app.get_with(path, Some("admin-token")).await;
     assert_eq!(status, 200);
+    assert_eq!(body["messages"][0]["message"], "secret plans");
     let (status, _) = app
         .get_with("/v1/rooms/private/members", Some(&user_token("outsider")))
         .await;
@@ -340,5 +341,10 @@ async fn concurrent_resends_of_one_client_message_id_store_it_once() {
         rows.iter().map(|(s, _)| *s).collect::<Vec<_>>(),
         (1..=50).collect::<Vec<i64>>()
     );
+    let mut stored_ids: Vec<&str> = rows.iter().map(|(_, id)| id.as_str()).collect();
+    stored_ids.sort();
+    let mut sent_ids: Vec<String> = (0..50).map(|n| format!("dup-{n}")).collect();
+    sent_ids.sort();
+    assert_eq!(stored_ids, sent_ids, "each clientMessageID stored once");
     app.stop().await;
 }

@@ -101,7 +101,8 @@ async fn leave_all_room_leaves_every_room_of_the_connection() {
     assert_eq!(told, left, "one roomMemberLeft per room");
     let reply = a.ok(json!({"op": "leaveAllRoom"})).await;
     assert_eq!(reply["roomIDs"], json!([]));
-    let (_, room) = app.get("/v1/rooms/one").await;
+    let (status, room) = app.get("/v1/rooms/one").await;
+    assert_eq!(status, 200, "{room}");
     assert_eq!(room["memberCount"], 1);
     app.stop().await;
 }
@@ -110,14 +111,22 @@ async fn leave_all_room_leaves_every_room_of_the_connection() {
 async fn the_last_leave_marks_the_room_empty_and_a_join_clears_it() {
     let app = spawn_app().await;
     let mut a = app.client("a").await;
+    // The room's REST view: a 200 for this very room, so that a missing
+    // field is not mistaken for an error body.
+    let room = async || {
+        let (status, room) = app.get("/v1/rooms/e").await;
+        assert_eq!(status, 200, "{room}");
+        assert_eq!(room["roomInfo"]["roomID"], "e", "{room}");
+        room
+    };
     a.create("e").await;
-    let (_, room) = app.get("/v1/rooms/e").await;
-    assert!(room["emptySince"].is_null());
+    let shown = room().await;
+    assert!(shown["emptySince"].is_null(), "{shown}");
     a.leave("e").await;
-    let (_, room) = app.get("/v1/rooms/e").await;
-    assert!(room["emptySince"].is_string(), "{room}");
+    let shown = room().await;
+    assert!(shown["emptySince"].is_string(), "{shown}");
     a.join("e").await;
-    let (_, room) = app.get("/v1/rooms/e").await;
-    assert!(room["emptySince"].is_null());
+    let shown = room().await;
+    assert!(shown["emptySince"].is_null(), "{shown}");
     app.stop().await;
 }

@@ -11,7 +11,7 @@ async fn health_and_readiness() {
     assert_eq!(app.get("/readyz").await.0, 200);
     let (status, body) = app.get("/no/such/path").await;
     assert_eq!(status, 404);
-    assert!(body["error"]["code"].is_number());
+    assert_eq!(body["error"]["code"], 1002, "{body}");
     // The WebSocket endpoint without an upgrade is a clear 400.
     let (status, body) = app.get("/v1/ws").await;
     assert_eq!(status, 400);
