@@ -3,7 +3,7 @@
 use serde_json::{Value, json};
 use tokio_tungstenite::tungstenite::Message;
 
-use crate::helpers::{say, spawn_app};
+use crate::helpers::spawn_app;
 
 #[tokio::test]
 async fn malformed_frames_get_errors_and_the_connection_stays_open() {
@@ -225,26 +225,22 @@ async fn an_oversized_frame_closes_only_that_connection_with_1009() {
     a.ok(json!({"op": "createRoom", "roomInfo": {"roomID": "r"}}))
         .await;
     b.ok(json!({"op": "joinRoom", "roomID": "r"})).await;
-    a.expect_event("roomMemberJoined").await;
+    a.expect_joined("b").await;
 
     let mut attacker = app.client("mallory").await;
     attacker.ok(json!({"op": "joinRoom", "roomID": "r"})).await;
-    a.expect_event("roomMemberJoined").await;
-    b.expect_event("roomMemberJoined").await;
+    a.expect_joined("mallory").await;
+    b.expect_joined("mallory").await;
     let huge = json!({"id": 1, "op": "sendRoomMessage", "roomID": "r",
                       "message": {"type": "text", "message": "x".repeat(70 * 1024)}});
     attacker.send_raw(Message::text(huge.to_string())).await;
-    assert_eq!(attacker.closed().await, Some(1009));
+    attacker.expect_closed(1009).await;
 
     // The attacker's connection is gone, so it left; the others carry on.
-    let left = a.expect_event("roomMemberLeft").await;
-    assert_eq!(left["memberList"][0]["userID"], "mallory");
-    b.expect_event("roomMemberLeft").await;
-    let sent = say(&mut a, "r", "still here").await;
+    a.expect_left("mallory").await;
+    b.expect_left("mallory").await;
+    let sent = a.say("r", "still here").await;
     assert_eq!(sent["seq"], 1);
-    assert_eq!(
-        b.expect_event("roomMessageReceived").await["messageList"][0],
-        sent
-    );
+    b.expect_message(&sent).await;
     app.stop().await;
 }

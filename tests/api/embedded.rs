@@ -2,7 +2,7 @@
 
 use serde_json::json;
 
-use crate::helpers::{say, spawn_app_with, test_config};
+use crate::helpers::{spawn_app_with, test_config};
 
 #[tokio::test]
 async fn embedded_postgres_keeps_data_across_runs() {
@@ -15,9 +15,8 @@ async fn embedded_postgres_keeps_data_across_runs() {
     };
     let app = spawn_app_with(config()).await;
     let mut a = app.client("a").await;
-    a.ok(json!({"op": "createRoom", "roomInfo": {"roomID": "durable"}}))
-        .await;
-    let sent = say(&mut a, "durable", "persisted").await;
+    a.create("durable").await;
+    let sent = a.say("durable", "persisted").await;
     app.stop().await;
     assert!(data_dir.path().join("pg/data/PG_VERSION").exists());
 

@@ -3,144 +3,37 @@
 //! message and compare with what is stored afterwards.
 
 use std::collections::BTreeMap;
-use std::net::TcpListener;
-use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use futures_util::{SinkExt, StreamExt};
 use roomd::embedded_pg::{EmbeddedOptions, EmbeddedPostgres};
-use serde_json::{Value, json};
+use serde_json::json;
 use sqlx::{Connection, PgConnection, Row};
-use tokio::net::TcpStream;
-use tokio_tungstenite::tungstenite::Message;
-use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
-use crate::helpers::fresh_database;
+use crate::helpers::{
+    Client, Endpoint, RoomdProcess, free_port, fresh_database, roomd_command, wait_until,
+};
 
-/// A `roomd` process; killed when dropped.
-struct Roomd {
-    child: Child,
-    port: u16,
-}
+/// The settings every fault test's roomd runs with.
+const ROOMD_ARGS: &[&str] = &["--node-id", "fault-node", "--reconnect-grace", "1s"];
 
-impl Roomd {
-    async fn start(database_url: &str, port: u16) -> Self {
-        let mut command = Command::new(env!("CARGO_BIN_EXE_roomd"));
-        command
-            .args(["--bind", &format!("127.0.0.1:{port}")])
-            .args(["--database-url", database_url])
-            .args(["--node-id", "fault-node", "--reconnect-grace", "1s"])
-            .args([
-                "--messages-per-second",
-                "1000000",
-                "--messages-burst",
-                "1000000",
-            ])
-            .args([
-                "--requests-per-second",
-                "1000000",
-                "--requests-burst",
-                "1000000",
-            ])
-            .args(["--logins-per-second", "1000000"])
-            .env_remove("DATABASE_URL")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null());
-        if std::env::var_os("TEST_LOG").is_none() {
-            command.stderr(Stdio::null());
-        }
-        let child = command.spawn().expect("roomd starts");
-        let roomd = Roomd { child, port };
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            if let Ok(response) = reqwest::get(roomd.url("/healthz")).await
-                && response.status() == 200
-            {
-                return roomd;
-            }
-            assert!(Instant::now() < deadline, "roomd did not come up");
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    }
-
-    fn url(&self, path: &str) -> String {
-        format!("http://127.0.0.1:{}{path}", self.port)
-    }
-
-    fn kill_9(&mut self) {
-        nix::sys::signal::kill(
-            nix::unistd::Pid::from_raw(self.child.id() as i32),
-            nix::sys::signal::Signal::SIGKILL,
-        )
-        .unwrap();
-        self.child.wait().unwrap();
-    }
-
-    fn is_running(&mut self) -> bool {
-        self.child.try_wait().unwrap().is_none()
-    }
-}
-
-impl Drop for Roomd {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
-
-/// One request over a connection that may fail at any moment.
-async fn ask(ws: &mut Ws, id: u32, request: Value) -> Option<Value> {
-    let mut request = request;
-    request["id"] = json!(id);
-    ws.send(Message::text(request.to_string())).await.ok()?;
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    loop {
-        match tokio::time::timeout_at(deadline, ws.next()).await.ok()?? {
-            Ok(Message::Text(text)) => {
-                let frame: Value = serde_json::from_str(&text).ok()?;
-                if frame["id"] == json!(id) {
-                    return Some(frame);
-                }
-            }
-            Ok(Message::Close(_)) | Err(_) => return None,
-            Ok(_) => {}
-        }
-    }
-}
-
-/// Connects, logs in and joins `room`, retrying until `deadline`.
-async fn session(port: u16, user: &str, room: &str, deadline: Instant) -> Ws {
+/// Connects, logs in and enters `room`, retrying until `deadline` (through
+/// a server that is down or a database that is away).
+async fn session(server: Endpoint, user: &str, room: &str, deadline: Instant) -> Client {
     loop {
         assert!(Instant::now() < deadline, "{user} could not get back in");
-        if let Ok((mut ws, _)) =
-            tokio_tungstenite::connect_async(format!("ws://127.0.0.1:{port}/v1/ws")).await
-        {
-            let login = ask(
-                &mut ws,
-                1,
-                json!({"op": "login", "userInfo": {"userID": user}}),
-            )
-            .await;
-            let enter = ask(
-                &mut ws,
-                2,
-                json!({"op": "enterRoom", "roomInfo": {"roomID": room}}),
-            )
-            .await;
-            if login.is_some_and(|r| r["ok"] == true) && enter.is_some_and(|r| r["ok"] == true) {
-                return ws;
+        if let Some(mut client) = server.try_connect().await {
+            let login = client
+                .try_request(json!({"op": "login", "userInfo": {"userID": user}}))
+                .await;
+            if login.is_some_and(|r| r["ok"] == true) {
+                let enter = client
+                    .try_request(json!({"op": "enterRoom", "roomInfo": {"roomID": room}}))
+                    .await;
+                if enter.is_some_and(|r| r["ok"] == true) {
+                    return client;
+                }
             }
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
@@ -151,7 +44,7 @@ async fn session(port: u16, user: &str, room: &str, deadline: Instant) -> Ws {
 /// until it is acknowledged (through 1008s, lost replies and reconnects).
 /// Returns clientMessageID → acknowledged seq.
 async fn send_all(
-    port: Arc<AtomicUsize>,
+    server: Endpoint,
     user: String,
     room: &'static str,
     count: usize,
@@ -159,22 +52,18 @@ async fn send_all(
 ) -> BTreeMap<String, i64> {
     let deadline = Instant::now() + Duration::from_secs(120);
     let mut acked = BTreeMap::new();
-    let mut ws = None;
-    let mut id = 10;
+    let mut connection = None;
     for n in 0..count {
         let cmid = format!("{user}-{n}");
         loop {
             assert!(Instant::now() < deadline, "{cmid} never acknowledged");
-            let conn = match &mut ws {
-                Some(conn) => conn,
-                None => ws.insert(
-                    session(port.load(Ordering::Relaxed) as u16, &user, room, deadline).await,
-                ),
+            let client = match &mut connection {
+                Some(client) => client,
+                None => connection.insert(session(server, &user, room, deadline).await),
             };
-            id += 1;
             let request = json!({"op": "sendRoomMessage", "roomID": room, "clientMessageID": cmid,
                                  "message": {"type": "text", "message": format!("{cmid} body")}});
-            match ask(conn, id, request).await {
+            match client.try_request(request).await {
                 Some(reply) if reply["ok"] == true => {
                     acked.insert(cmid.clone(), reply["message"]["seq"].as_i64().unwrap());
                     progress.fetch_add(1, Ordering::Relaxed);
@@ -185,7 +74,7 @@ async fn send_all(
                     tokio::time::sleep(Duration::from_millis(50)).await;
                 }
                 None => {
-                    ws = None;
+                    connection = None;
                     tokio::time::sleep(Duration::from_millis(50)).await;
                 }
             }
@@ -217,6 +106,11 @@ async fn assert_history_matches(database_url: &str, room: &str, acked: &BTreeMap
         stored.len(),
         "a clientMessageID was stored twice"
     );
+    assert_eq!(
+        stored.len(),
+        acked.len(),
+        "stored exactly the acknowledged messages"
+    );
     for (cmid, seq) in acked {
         assert_eq!(
             by_cmid.get(cmid.as_str()),
@@ -227,39 +121,29 @@ async fn assert_history_matches(database_url: &str, room: &str, acked: &BTreeMap
 }
 
 async fn wait_for(progress: &AtomicUsize, at_least: usize) {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while progress.load(Ordering::Relaxed) < at_least {
-        assert!(
-            Instant::now() < deadline,
-            "load stalled at {}",
-            progress.load(Ordering::Relaxed)
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    wait_until(
+        Duration::from_secs(60),
+        &format!("{at_least} acknowledged messages"),
+        || async { progress.load(Ordering::Relaxed) >= at_least },
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_9_under_load_loses_no_acknowledged_message() {
     let url = fresh_database().await;
-    let port = free_port();
-    let mut roomd = Roomd::start(&url, port).await;
-    let shared_port = Arc::new(AtomicUsize::new(port as usize));
+    let mut roomd = RoomdProcess::start(&url, ROOMD_ARGS).await;
+    let server = *roomd;
     let progress = Arc::new(AtomicUsize::new(0));
 
     // A member who will never come back after the crash, alone in a room.
-    let mut ghost = session(
-        port,
-        "ghost",
-        "ghost-room",
-        Instant::now() + Duration::from_secs(10),
-    )
-    .await;
-    assert!(ask(&mut ghost, 3, json!({"op": "ping"})).await.is_some());
+    let mut ghost = server.client("ghost").await;
+    ghost.enter("ghost-room").await;
 
     let senders: Vec<_> = (0..5)
         .map(|i| {
             tokio::spawn(send_all(
-                shared_port.clone(),
+                server,
                 format!("s{i}"),
                 "crash-room",
                 600,
@@ -270,9 +154,14 @@ async fn kill_9_under_load_loses_no_acknowledged_message() {
     wait_for(&progress, 1000).await;
     roomd.kill_9();
     let killed_at = Instant::now();
+    let acked_before_the_crash = progress.load(Ordering::Relaxed);
+    assert!(
+        acked_before_the_crash < 3000,
+        "the crash came after all the load ({acked_before_the_crash} acknowledged)"
+    );
     drop(ghost);
 
-    let mut roomd = Roomd::start(&url, port).await;
+    let mut roomd = RoomdProcess::start_on(roomd.port(), &url, ROOMD_ARGS).await;
     let mut acked = BTreeMap::new();
     for sender in senders {
         acked.extend(sender.await.unwrap());
@@ -319,22 +208,16 @@ async fn a_database_outage_fails_fast_and_heals_without_losing_or_doubling_messa
     };
     let pg = EmbeddedPostgres::start(options.clone()).await.unwrap();
     let url = pg.url_for(roomd::embedded_pg::DATABASE);
-    let port = free_port();
-    let mut roomd = Roomd::start(&url, port).await;
-    let shared_port = Arc::new(AtomicUsize::new(port as usize));
+    let mut roomd = RoomdProcess::start(&url, ROOMD_ARGS).await;
+    let server = *roomd;
     let progress = Arc::new(AtomicUsize::new(0));
-    let mut probe = session(
-        port,
-        "probe",
-        "outage-room",
-        Instant::now() + Duration::from_secs(10),
-    )
-    .await;
+    let mut probe = server.client("probe").await;
+    probe.enter("outage-room").await;
 
     let senders: Vec<_> = (0..5)
         .map(|i| {
             tokio::spawn(send_all(
-                shared_port.clone(),
+                server,
                 format!("o{i}"),
                 "outage-room",
                 500,
@@ -348,28 +231,21 @@ async fn a_database_outage_fails_fast_and_heals_without_losing_or_doubling_messa
     // While it is down: requests that need the database fail with 1008
     // within 5 s, readiness says 503, and the process stays up.
     let asked = Instant::now();
-    let reply = ask(
-        &mut probe,
-        4,
-        json!({"op": "queryRoomOnlineMemberCount", "roomID": "outage-room"}),
-    )
-    .await
-    .expect("a reply while the database is down");
+    let reply = probe
+        .try_request(json!({"op": "queryRoomOnlineMemberCount", "roomID": "outage-room"}))
+        .await
+        .expect("a reply while the database is down");
     assert_eq!(reply["error"]["code"], 1008, "{reply}");
     assert!(
         asked.elapsed() <= Duration::from_secs(5),
         "1008 took {:?}",
         asked.elapsed()
     );
-    assert_eq!(
-        reqwest::get(roomd.url("/readyz")).await.unwrap().status(),
-        503
-    );
-    assert_eq!(
-        reqwest::get(roomd.url("/healthz")).await.unwrap().status(),
-        200
-    );
+    assert_eq!(server.status("/readyz").await, Some(503));
+    assert_eq!(server.status("/healthz").await, Some(200));
     let before = progress.load(Ordering::Relaxed);
+    assert!(before < 2500, "the outage came after all the load");
+    // Watching for acknowledgements that must not come.
     tokio::time::sleep(Duration::from_secs(1)).await;
     assert!(
         progress.load(Ordering::Relaxed) <= before + 5,
@@ -383,10 +259,7 @@ async fn a_database_outage_fails_fast_and_heals_without_losing_or_doubling_messa
         acked.extend(sender.await.unwrap());
     }
     assert_eq!(acked.len(), 2500);
-    assert_eq!(
-        reqwest::get(roomd.url("/readyz")).await.unwrap().status(),
-        200
-    );
+    assert_eq!(server.status("/readyz").await, Some(200));
     assert_history_matches(&url, "outage-room", &acked).await;
     assert!(roomd.is_running());
     drop(roomd);
@@ -397,16 +270,8 @@ async fn a_database_outage_fails_fast_and_heals_without_losing_or_doubling_messa
 async fn sigterm_stops_roomd_and_its_embedded_postgres_within_ten_seconds() {
     use std::os::unix::process::CommandExt;
     let data = tempfile::tempdir().unwrap();
-    let port = free_port();
-    let mut command = Command::new(env!("CARGO_BIN_EXE_roomd"));
-    command
-        .args(["--bind", &format!("127.0.0.1:{port}")])
-        .arg("--data-dir")
-        .arg(data.path())
-        .env_remove("DATABASE_URL")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null());
+    let mut command = roomd_command();
+    command.arg("--data-dir").arg(data.path());
     // Started the way a script's background job is: with SIGINT ignored,
     // which its children inherit and shells cannot trap.
     unsafe {
@@ -419,44 +284,14 @@ async fn sigterm_stops_roomd_and_its_embedded_postgres_within_ten_seconds() {
             .map_err(std::io::Error::from)
         });
     }
-    let child = command.spawn().unwrap();
-    let mut roomd = Roomd { child, port };
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while reqwest::get(roomd.url("/readyz"))
-        .await
-        .map(|r| r.status() != 200)
-        .unwrap_or(true)
-    {
-        assert!(Instant::now() < deadline, "roomd did not come up");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    let mut client = session(
-        port,
-        "stayer",
-        "stay",
-        Instant::now() + Duration::from_secs(10),
-    )
-    .await;
-    let pid = nix::unistd::Pid::from_raw(roomd.child.id() as i32);
-    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).unwrap();
-    let stopping = Instant::now();
-    while roomd.is_running() {
-        assert!(
-            stopping.elapsed() < Duration::from_secs(10),
-            "roomd still running 10 s after SIGTERM"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let mut roomd = RoomdProcess::launch(command, free_port()).await;
+    let mut client = roomd.client("stayer").await;
+    client.enter("stay").await;
+    roomd.signal(nix::sys::signal::Signal::SIGTERM);
+    let status = roomd.exited_within(Duration::from_secs(10)).await;
+    assert!(status.success(), "roomd exited with {status} after SIGTERM");
     // The client got a proper close, and the private cluster is down.
-    let mut closed = false;
-    while let Ok(Some(frame)) = tokio::time::timeout(Duration::from_secs(5), client.next()).await {
-        if let Ok(Message::Close(frame)) = frame {
-            assert_eq!(frame.map(|f| u16::from(f.code)), Some(1001));
-            closed = true;
-            break;
-        }
-    }
-    assert!(closed, "no close frame");
+    client.expect_closed(1001).await;
     assert!(
         !data.path().join("pg/data/postmaster.pid").exists(),
         "PostgreSQL left running"

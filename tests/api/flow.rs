@@ -2,7 +2,7 @@
 
 use serde_json::{Value, json};
 
-use crate::helpers::{Client, say, spawn_app};
+use crate::helpers::{Client, spawn_app};
 
 #[tokio::test]
 async fn three_users_share_a_room_and_messages_reach_the_others_once() {
@@ -11,15 +11,13 @@ async fn three_users_share_a_room_and_messages_reach_the_others_once() {
     let mut b = app.client("bob").await;
     let mut c = app.client("carol").await;
 
-    let created = a
-        .ok(json!({"op": "createRoom", "roomInfo": {"roomID": "math-101", "roomName": "Math"}}))
-        .await;
+    let created = a.create_named("math-101", "Math").await;
     assert_eq!(
         created["roomInfo"],
         json!({"roomID": "math-101", "roomName": "Math"})
     );
 
-    let joined = b.ok(json!({"op": "joinRoom", "roomID": "math-101"})).await;
+    let joined = b.join("math-101").await;
     assert_eq!(joined["roomInfo"]["roomName"], "Math");
     assert_eq!(joined["lastSeq"], 0);
     let event = a.expect_event("roomMemberJoined").await;
@@ -29,17 +27,16 @@ async fn three_users_share_a_room_and_messages_reach_the_others_once() {
         json!([{"userID": "bob", "userName": "bob name"}])
     );
 
-    c.ok(json!({"op": "joinRoom", "roomID": "math-101"})).await;
+    c.join("math-101").await;
     for member in [&mut a, &mut b] {
-        let event = member.expect_event("roomMemberJoined").await;
-        assert_eq!(event["memberList"][0]["userID"], "carol");
+        member.expect_joined("carol").await;
     }
 
     // Everyone speaks; the others get each message once, in seq order; the
     // sender gets only the reply.
-    let m1 = say(&mut a, "math-101", "from a").await;
-    let m2 = say(&mut b, "math-101", "from b").await;
-    let m3 = say(&mut c, "math-101", "from c").await;
+    let m1 = a.say("math-101", "from a").await;
+    let m2 = b.say("math-101", "from b").await;
+    let m3 = c.say("math-101", "from c").await;
     assert_eq!(
         (m1["seq"].clone(), m2["seq"].clone(), m3["seq"].clone()),
         (json!(1), json!(2), json!(3))
@@ -65,7 +62,7 @@ async fn three_users_share_a_room_and_messages_reach_the_others_once() {
     }
 
     // B leaves: the others are told, and B hears nothing more.
-    let left = b.ok(json!({"op": "leaveRoom", "roomID": "math-101"})).await;
+    let left = b.leave("math-101").await;
     assert_eq!(left["roomID"], "math-101");
     for member in [&mut a, &mut c] {
         let event = member.expect_event("roomMemberLeft").await;
@@ -74,8 +71,8 @@ async fn three_users_share_a_room_and_messages_reach_the_others_once() {
             json!([{"userID": "bob", "userName": "bob name"}])
         );
     }
-    say(&mut a, "math-101", "after bob left").await;
-    c.expect_event("roomMessageReceived").await;
+    let after = a.say("math-101", "after bob left").await;
+    c.expect_message(&after).await;
     b.expect_silence().await;
     b.fails(json!({"op": "sendRoomMessage", "roomID": "math-101", "message": {"type": "text", "message": "x"}}), 6000321)
         .await;
@@ -103,12 +100,10 @@ async fn enter_room_creates_a_missing_room_and_joins_an_existing_one() {
         .ok(json!({"op": "enterRoom", "roomInfo": {"roomID": "lobby", "roomName": "Other"}}))
         .await;
     assert_eq!(entered["roomInfo"]["roomName"], "Lobby");
-    let event = x.expect_event("roomMemberJoined").await;
-    assert_eq!(event["memberList"][0]["userID"], "yvonne");
+    x.expect_joined("yvonne").await;
 
-    let sent = say(&mut y, "lobby", "hello").await;
-    let event = x.expect_event("roomMessageReceived").await;
-    assert_eq!(event["messageList"][0], sent);
+    let sent = y.say("lobby", "hello").await;
+    x.expect_message(&sent).await;
     y.expect_silence().await;
 
     // createRoom on an existing room fails and changes nothing.
@@ -126,22 +121,17 @@ async fn joining_twice_is_idempotent_and_silent() {
     let app = spawn_app().await;
     let mut a = app.client("a").await;
     let mut b = app.client("b").await;
-    a.ok(json!({"op": "createRoom", "roomInfo": {"roomID": "r1", "roomName": ""}}))
-        .await;
-    b.ok(json!({"op": "joinRoom", "roomID": "r1"})).await;
-    a.expect_event("roomMemberJoined").await;
+    a.create_named("r1", "").await;
+    b.join("r1").await;
+    a.expect_joined("b").await;
 
-    b.ok(json!({"op": "joinRoom", "roomID": "r1"})).await;
-    b.ok(json!({"op": "enterRoom", "roomInfo": {"roomID": "r1"}}))
-        .await;
-    a.ok(json!({"op": "joinRoom", "roomID": "r1"})).await;
+    b.join("r1").await;
+    b.enter("r1").await;
+    a.join("r1").await;
     a.expect_silence().await;
     b.expect_silence().await;
 
-    let count = a
-        .ok(json!({"op": "queryRoomOnlineMemberCount", "roomID": "r1"}))
-        .await;
-    assert_eq!(count["count"], 2);
+    assert_eq!(a.member_count("r1").await, 2);
     app.stop().await;
 }
 
@@ -149,51 +139,31 @@ async fn joining_twice_is_idempotent_and_silent() {
 async fn one_user_on_two_connections_is_one_member() {
     let app = spawn_app().await;
     let mut watcher = app.client("watcher").await;
-    watcher
-        .ok(json!({"op": "createRoom", "roomInfo": {"roomID": "multi"}}))
-        .await;
+    watcher.create("multi").await;
 
     let mut phone = app.client("dana").await;
     let mut laptop = app.client("dana").await;
-    phone.ok(json!({"op": "joinRoom", "roomID": "multi"})).await;
-    let joined = watcher.expect_event("roomMemberJoined").await;
-    assert_eq!(joined["memberList"][0]["userID"], "dana");
-    laptop
-        .ok(json!({"op": "joinRoom", "roomID": "multi"}))
-        .await;
+    phone.join("multi").await;
+    watcher.expect_joined("dana").await;
+    laptop.join("multi").await;
     watcher.expect_silence().await;
 
-    let count = watcher
-        .ok(json!({"op": "queryRoomOnlineMemberCount", "roomID": "multi"}))
-        .await;
-    assert_eq!(count["count"], 2);
+    assert_eq!(watcher.member_count("multi").await, 2);
 
     // A message from one of Dana's connections reaches her other one.
-    let sent = say(&mut phone, "multi", "from the phone").await;
-    assert_eq!(
-        laptop.expect_event("roomMessageReceived").await["messageList"][0],
-        sent
-    );
-    assert_eq!(
-        watcher.expect_event("roomMessageReceived").await["messageList"][0],
-        sent
-    );
+    let sent = phone.say("multi", "from the phone").await;
+    laptop.expect_message(&sent).await;
+    watcher.expect_message(&sent).await;
     phone.expect_silence().await;
 
     // The first connection leaving does not make Dana leave.
-    phone
-        .ok(json!({"op": "leaveRoom", "roomID": "multi"}))
-        .await;
+    phone.leave("multi").await;
     watcher.expect_silence().await;
 
     // The last one going away (dropped, not left) does.
     drop(laptop);
-    let left = watcher.expect_event("roomMemberLeft").await;
-    assert_eq!(left["memberList"][0]["userID"], "dana");
-    let count = watcher
-        .ok(json!({"op": "queryRoomOnlineMemberCount", "roomID": "multi"}))
-        .await;
-    assert_eq!(count["count"], 1);
+    watcher.expect_left("dana").await;
+    assert_eq!(watcher.member_count("multi").await, 1);
     app.stop().await;
 }
 
@@ -201,40 +171,34 @@ async fn one_user_on_two_connections_is_one_member() {
 async fn concurrent_senders_are_delivered_in_seq_order_without_gaps() {
     let app = spawn_app().await;
     let mut reader = app.client("reader").await;
-    reader
-        .ok(json!({"op": "createRoom", "roomInfo": {"roomID": "busy"}}))
-        .await;
+    reader.create("busy").await;
     let per_sender = 40;
     let mut senders = Vec::new();
     for i in 0..4 {
         let mut client = app.client(&format!("sender{i}")).await;
-        client.ok(json!({"op": "joinRoom", "roomID": "busy"})).await;
+        client.join("busy").await;
         senders.push(client);
     }
-    // Drain the join events.
-    for _ in 0..4 {
-        reader.expect_event("roomMemberJoined").await;
+    for i in 0..4 {
+        reader.expect_joined(&format!("sender{i}")).await;
     }
     let tasks: Vec<_> = senders
         .into_iter()
         .map(|mut client| {
             tokio::spawn(async move {
                 for n in 0..per_sender {
-                    say(&mut client, "busy", &format!("m{n}")).await;
+                    client.say("busy", &format!("m{n}")).await;
                 }
                 client
             })
         })
         .collect();
-    let mut seqs = Vec::new();
-    while seqs.len() < 4 * per_sender {
-        let event = reader.event().await;
-        if event["event"] == "roomMessageReceived" {
-            for message in event["messageList"].as_array().unwrap() {
-                seqs.push(message["seq"].as_i64().unwrap());
-            }
-        }
-    }
+    let seqs: Vec<i64> = reader
+        .expect_messages(4 * per_sender)
+        .await
+        .iter()
+        .map(|m| m["seq"].as_i64().unwrap())
+        .collect();
     let expected: Vec<i64> = (1..=(4 * per_sender) as i64).collect();
     assert_eq!(seqs, expected);
     for task in tasks {
@@ -291,20 +255,18 @@ async fn pipeline(
 async fn pipelined_sends_keep_request_order_and_never_come_back_to_their_sender() {
     let app = spawn_app().await;
     let mut reader = app.client("reader").await;
-    reader
-        .ok(json!({"op": "createRoom", "roomInfo": {"roomID": "pipe"}}))
-        .await;
+    reader.create("pipe").await;
     let per_sender = 150;
     let mut senders = Vec::new();
     for name in ["alice", "bob"] {
         let mut client = app.client(name).await;
-        client.ok(json!({"op": "joinRoom", "roomID": "pipe"})).await;
+        client.join("pipe").await;
         senders.push((name, client));
     }
-    reader.expect_event("roomMemberJoined").await;
-    reader.expect_event("roomMemberJoined").await;
+    reader.expect_joined("alice").await;
+    reader.expect_joined("bob").await;
     // alice sees bob join; drain it so only messages follow.
-    senders[0].1.expect_event("roomMemberJoined").await;
+    senders[0].1.expect_joined("bob").await;
     let tasks: Vec<_> = senders
         .into_iter()
         .map(|(name, client)| {
@@ -315,11 +277,7 @@ async fn pipelined_sends_keep_request_order_and_never_come_back_to_their_sender(
             })
         })
         .collect();
-    let mut stored = Vec::new();
-    while stored.len() < 2 * per_sender as usize {
-        let event = reader.expect_event("roomMessageReceived").await;
-        stored.extend(event["messageList"].as_array().unwrap().iter().cloned());
-    }
+    let stored = reader.expect_messages(2 * per_sender as usize).await;
     let seqs: Vec<i64> = stored.iter().map(|m| m["seq"].as_i64().unwrap()).collect();
     assert_eq!(seqs, (1..=2 * i64::from(per_sender)).collect::<Vec<_>>());
     for task in tasks {
@@ -352,9 +310,7 @@ async fn pipelined_sends_keep_request_order_and_never_come_back_to_their_sender(
 async fn a_request_after_pipelined_sends_is_answered_after_them() {
     let app = spawn_app().await;
     let mut client = app.client("alice").await;
-    client
-        .ok(json!({"op": "createRoom", "roomInfo": {"roomID": "order"}}))
-        .await;
+    client.create("order").await;
     let mut ids = Vec::new();
     for n in 0..20 {
         ids.push(
@@ -396,15 +352,11 @@ async fn a_request_after_pipelined_sends_is_answered_after_them() {
 async fn member_list_pages_with_next_flag() {
     let app = spawn_app().await;
     let mut owner = app.client("u00").await;
-    owner
-        .ok(json!({"op": "createRoom", "roomInfo": {"roomID": "crowd"}}))
-        .await;
+    owner.create("crowd").await;
     let mut others = Vec::new();
     for i in 1..7 {
         let mut client = app.client(&format!("u{i:02}")).await;
-        client
-            .ok(json!({"op": "joinRoom", "roomID": "crowd"}))
-            .await;
+        client.join("crowd").await;
         others.push(client);
     }
     let mut seen = Vec::new();
@@ -430,12 +382,10 @@ async fn member_list_pages_with_next_flag() {
 async fn create_room_tells_where_the_stream_stands_and_queries_name_their_room() {
     let app = spawn_app().await;
     let mut alice = app.client("alice").await;
-    let created = alice
-        .ok(json!({"op": "createRoom", "roomInfo": {"roomID": "again"}}))
-        .await;
+    let created = alice.create("again").await;
     assert_eq!(created["lastSeq"], 0, "{created}");
-    say(&mut alice, "again", "one").await;
-    say(&mut alice, "again", "two").await;
+    alice.say("again", "one").await;
+    alice.say("again", "two").await;
     let history = alice
         .ok(json!({"op": "queryHistoryMessage", "roomID": "again"}))
         .await;
@@ -447,14 +397,10 @@ async fn create_room_tells_where_the_stream_stands_and_queries_name_their_room()
 
     // Destroyed and created again: the seq stream continues, and the
     // creator learns where it stands (to resume with sinceSeq later).
-    alice
-        .ok(json!({"op": "leaveRoom", "roomID": "again"}))
-        .await;
+    alice.leave("again").await;
     app.wait_until_gone("again", std::time::Duration::from_secs(10))
         .await;
-    let created = alice
-        .ok(json!({"op": "createRoom", "roomInfo": {"roomID": "again"}}))
-        .await;
+    let created = alice.create("again").await;
     assert_eq!(created["lastSeq"], 2, "{created}");
     app.stop().await;
 }
@@ -463,9 +409,7 @@ async fn create_room_tells_where_the_stream_stands_and_queries_name_their_room()
 async fn metrics_count_every_stored_message_in_commit_batches() {
     let app = spawn_app().await;
     let mut alice = app.client("alice").await;
-    alice
-        .ok(json!({"op": "createRoom", "roomInfo": {"roomID": "counted"}}))
-        .await;
+    alice.create("counted").await;
     let mut ids = Vec::new();
     for n in 0..20 {
         ids.push(

@@ -3,16 +3,13 @@
 use serde_json::{Value, json};
 use sqlx::Row;
 
-use crate::helpers::{
-    Client, TestApp, fresh_database, say, spawn_app, spawn_app_with, test_config,
-};
+use crate::helpers::{Client, TestApp, fresh_database, spawn_app, spawn_app_with, test_config};
 
 async fn room_with_messages(app: &TestApp, room: &str, n: usize) -> Client {
     let mut a = app.client("writer").await;
-    a.ok(json!({"op": "createRoom", "roomInfo": {"roomID": room}}))
-        .await;
+    a.create(room).await;
     for i in 1..=n {
-        say(&mut a, room, &format!("message {i}")).await;
+        a.say(room, &format!("message {i}")).await;
     }
     a
 }
@@ -151,7 +148,7 @@ async fn rest_history_filters_by_time() {
             .unwrap()
             .starts_with("since")
     );
-    say(&mut a, "timed", "still works").await;
+    a.say("timed", "still works").await;
     app.stop().await;
 }
 
@@ -173,10 +170,8 @@ async fn non_members_cannot_read_history() {
     member
         .ok(json!({"op": "login", "userInfo": {"userID": "member"}, "token": user_token("member")}))
         .await;
-    member
-        .ok(json!({"op": "createRoom", "roomInfo": {"roomID": "private"}}))
-        .await;
-    say(&mut member, "private", "secret plans").await;
+    member.create("private").await;
+    member.say("private", "secret plans").await;
     let mut outsider = app.connect().await;
     outsider
         .ok(json!({"op": "login", "userInfo": {"userID": "outsider"}, "token": user_token("outsider")}))
@@ -201,8 +196,9 @@ async fn non_members_cannot_read_history() {
     let (status, body) = app.get_with(path, Some(&user_token("member"))).await;
     assert_eq!(status, 200);
     assert_eq!(body["messages"][0]["message"], "secret plans");
-    let (status, _) = app.get_with(path, Some("admin-token")).await;
+    let (status, body) = app.get_with(path, Some("admin-token")).await;
     assert_eq!(status, 200);
+    assert_eq!(body["messages"][0]["message"], "secret plans");
     let (status, _) = app
         .get_with("/v1/rooms/private/members", Some(&user_token("outsider")))
         .await;
@@ -215,30 +211,25 @@ async fn a_resent_client_message_id_returns_the_original() {
     let app = spawn_app().await;
     let mut a = app.client("a").await;
     let mut b = app.client("b").await;
-    a.ok(json!({"op": "createRoom", "roomInfo": {"roomID": "dedup"}}))
-        .await;
-    b.ok(json!({"op": "joinRoom", "roomID": "dedup"})).await;
-    a.expect_event("roomMemberJoined").await;
+    a.create("dedup").await;
+    b.join("dedup").await;
+    a.expect_joined("b").await;
 
-    let send = |text: &str, cmid: &str| {
-        json!({"op": "sendRoomMessage", "roomID": "dedup", "clientMessageID": cmid,
-               "message": {"type": "text", "message": text}})
-    };
-    let first = a.ok(send("hello", "c-1")).await["message"].clone();
-    let again = a.ok(send("hello", "c-1")).await["message"].clone();
+    let first = a.say_with_id("dedup", "hello", "c-1").await;
+    let again = a.say_with_id("dedup", "hello", "c-1").await;
     assert_eq!(first, again);
     // Even with a different body, the id decides.
-    let changed = a.ok(send("hello, edited", "c-1")).await["message"].clone();
+    let changed = a.say_with_id("dedup", "hello, edited", "c-1").await;
     assert_eq!(first, changed);
     // Another sender may use the same id.
-    let other = b.ok(send("mine", "c-1")).await["message"].clone();
+    let other = b.say_with_id("dedup", "mine", "c-1").await;
     assert_eq!(other["seq"], 2);
 
-    assert_eq!(
-        b.expect_event("roomMessageReceived").await["messageList"][0],
-        first
-    );
+    // Each stored message is delivered once; the resends are not.
+    b.expect_message(&first).await;
     b.expect_silence().await;
+    a.expect_message(&other).await;
+    a.expect_silence().await;
 
     let mut db = app.db().await;
     let stored: i64 = sqlx::query("select count(*) from messages where room_id = 'dedup'")
@@ -255,21 +246,12 @@ async fn joining_with_since_seq_replays_what_was_missed_then_live() {
     let app = spawn_app().await;
     let mut a = room_with_messages(&app, "resume", 150).await;
     let mut b = app.client("b").await;
-    let joined = b
-        .ok(json!({"op": "joinRoom", "roomID": "resume", "sinceSeq": 20}))
-        .await;
+    let joined = b.join_since("resume", 20).await;
     assert_eq!(joined["lastSeq"], 150);
-    let mut replayed = Vec::new();
-    while replayed.len() < 130 {
-        let event = b.expect_event("roomMessageReceived").await;
-        replayed.extend(seqs(&event["messageList"]));
-    }
-    assert_eq!(replayed, (21..=150).collect::<Vec<i64>>());
-    let live = say(&mut a, "resume", "live").await;
-    assert_eq!(
-        b.expect_event("roomMessageReceived").await["messageList"][0],
-        live
-    );
+    let replayed = b.expect_messages(130).await;
+    assert_eq!(seqs(&json!(replayed)), (21..=150).collect::<Vec<i64>>());
+    let live = a.say("resume", "live").await;
+    b.expect_message(&live).await;
     b.expect_silence().await;
 
     // Up to date: nothing to replay.
@@ -323,12 +305,8 @@ async fn concurrent_resends_of_one_client_message_id_store_it_once() {
     let app = spawn_app().await;
     let mut first = app.client("twin").await;
     let mut second = app.client("twin").await;
-    first
-        .ok(json!({"op": "createRoom", "roomInfo": {"roomID": "twins"}}))
-        .await;
-    second
-        .ok(json!({"op": "joinRoom", "roomID": "twins"}))
-        .await;
+    first.create("twins").await;
+    second.join("twins").await;
     // Both connections fire the same ids at once, so they meet in one batch
     // or in racing batches.
     let mut ids = Vec::new();
@@ -363,5 +341,10 @@ async fn concurrent_resends_of_one_client_message_id_store_it_once() {
         rows.iter().map(|(s, _)| *s).collect::<Vec<_>>(),
         (1..=50).collect::<Vec<i64>>()
     );
+    let mut stored_ids: Vec<&str> = rows.iter().map(|(_, id)| id.as_str()).collect();
+    stored_ids.sort();
+    let mut sent_ids: Vec<String> = (0..50).map(|n| format!("dup-{n}")).collect();
+    sent_ids.sort();
+    assert_eq!(stored_ids, sent_ids, "each clientMessageID stored once");
     app.stop().await;
 }

@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use serde_json::json;
 
-use crate::helpers::{fresh_database, say, spawn_app, spawn_app_with, test_config};
+use crate::helpers::{fresh_database, spawn_app, spawn_app_with, test_config};
 
 #[tokio::test]
 async fn a_restart_keeps_history_continues_seq_and_drops_stale_members() {
@@ -12,15 +12,14 @@ async fn a_restart_keeps_history_continues_seq_and_drops_stale_members() {
     let app = spawn_app_with(test_config(&url)).await;
     let mut a = app.client("a").await;
     let mut b = app.client("b").await;
-    a.ok(json!({"op": "createRoom", "roomInfo": {"roomID": "keep", "roomName": "Kept"}}))
-        .await;
-    b.ok(json!({"op": "joinRoom", "roomID": "keep"})).await;
+    a.create_named("keep", "Kept").await;
+    b.join("keep").await;
     for i in 1..=5 {
-        say(&mut a, "keep", &format!("before {i}")).await;
+        a.say("keep", &format!("before {i}")).await;
     }
     app.stop().await;
-    assert_eq!(a.closed().await, Some(1001));
-    assert_eq!(b.closed().await, Some(1001));
+    a.expect_closed(1001).await;
+    b.expect_closed(1001).await;
 
     let app = spawn_app_with(test_config(&url)).await;
     // Nobody is connected to the new process, so nobody is a member.
@@ -32,20 +31,13 @@ async fn a_restart_keeps_history_continues_seq_and_drops_stale_members() {
     assert!(room["emptySince"].is_string());
 
     let mut a = app.client("a").await;
-    let joined = a.ok(json!({"op": "joinRoom", "roomID": "keep"})).await;
+    let joined = a.join("keep").await;
     assert_eq!(joined["lastSeq"], 5);
-    let count = a
-        .ok(json!({"op": "queryRoomOnlineMemberCount", "roomID": "keep"}))
-        .await;
-    assert_eq!(count["count"], 1);
-    let sent = say(&mut a, "keep", "after").await;
+    assert_eq!(a.member_count("keep").await, 1);
+    let sent = a.say("keep", "after").await;
     assert_eq!(sent["seq"], 6);
-    let history = a
-        .ok(json!({"op": "queryHistoryMessage", "roomID": "keep"}))
-        .await;
-    let bodies: Vec<&str> = history["messageList"]
-        .as_array()
-        .unwrap()
+    let history = a.history("keep").await;
+    let bodies: Vec<&str> = history
         .iter()
         .map(|m| m["message"].as_str().unwrap())
         .collect();
@@ -62,14 +54,12 @@ async fn a_restart_keeps_history_continues_seq_and_drops_stale_members() {
 async fn shutdown_closes_every_websocket_with_a_close_frame() {
     let app = spawn_app().await;
     let mut logged_in = app.client("a").await;
-    logged_in
-        .ok(json!({"op": "enterRoom", "roomInfo": {"roomID": "r"}}))
-        .await;
+    logged_in.enter("r").await;
     let mut anonymous = app.connect().await;
     let addr = app.addr;
     app.stop().await;
-    assert_eq!(logged_in.closed().await, Some(1001));
-    assert_eq!(anonymous.closed().await, Some(1001));
+    logged_in.expect_closed(1001).await;
+    anonymous.expect_closed(1001).await;
     // And the port no longer accepts.
     assert!(tokio::net::TcpStream::connect(addr).await.is_err());
 }
@@ -80,11 +70,11 @@ async fn a_connection_that_does_not_log_in_is_closed() {
     config.login_timeout = Duration::from_millis(300);
     let app = spawn_app_with(config).await;
     let mut idle = app.connect().await;
-    assert_eq!(idle.closed().await, Some(4001));
-    // A prompt login keeps the connection past the deadline.
+    idle.expect_closed(4001).await;
+    // A prompt login keeps the connection past the deadline (waited out).
     let mut prompt = app.client("prompt").await;
     tokio::time::sleep(Duration::from_millis(500)).await;
-    prompt.ok(json!({"op": "ping"})).await;
+    prompt.ping().await;
     app.stop().await;
 }
 
@@ -94,22 +84,25 @@ async fn leave_all_room_leaves_every_room_of_the_connection() {
     let mut a = app.client("a").await;
     let mut watcher = app.client("w").await;
     for room in ["one", "two", "three"] {
-        a.ok(json!({"op": "enterRoom", "roomInfo": {"roomID": room}}))
-            .await;
-        watcher.ok(json!({"op": "joinRoom", "roomID": room})).await;
-        a.expect_event("roomMemberJoined").await;
+        a.enter(room).await;
+        watcher.join(room).await;
+        a.expect_joined("w").await;
     }
     let reply = a.ok(json!({"op": "leaveAllRoom"})).await;
     let mut left: Vec<String> = serde_json::from_value(reply["roomIDs"].clone()).unwrap();
     left.sort();
     assert_eq!(left, ["one", "three", "two"]);
+    let mut told: Vec<String> = Vec::new();
     for _ in 0..3 {
-        let event = watcher.expect_event("roomMemberLeft").await;
-        assert_eq!(event["memberList"][0]["userID"], "a");
+        let event = watcher.expect_left("a").await;
+        told.push(event["roomID"].as_str().unwrap().to_owned());
     }
+    told.sort();
+    assert_eq!(told, left, "one roomMemberLeft per room");
     let reply = a.ok(json!({"op": "leaveAllRoom"})).await;
     assert_eq!(reply["roomIDs"], json!([]));
-    let (_, room) = app.get("/v1/rooms/one").await;
+    let (status, room) = app.get("/v1/rooms/one").await;
+    assert_eq!(status, 200, "{room}");
     assert_eq!(room["memberCount"], 1);
     app.stop().await;
 }
@@ -118,15 +111,22 @@ async fn leave_all_room_leaves_every_room_of_the_connection() {
 async fn the_last_leave_marks_the_room_empty_and_a_join_clears_it() {
     let app = spawn_app().await;
     let mut a = app.client("a").await;
-    a.ok(json!({"op": "createRoom", "roomInfo": {"roomID": "e"}}))
-        .await;
-    let (_, room) = app.get("/v1/rooms/e").await;
-    assert!(room["emptySince"].is_null());
-    a.ok(json!({"op": "leaveRoom", "roomID": "e"})).await;
-    let (_, room) = app.get("/v1/rooms/e").await;
-    assert!(room["emptySince"].is_string(), "{room}");
-    a.ok(json!({"op": "joinRoom", "roomID": "e"})).await;
-    let (_, room) = app.get("/v1/rooms/e").await;
-    assert!(room["emptySince"].is_null());
+    // The room's REST view: a 200 for this very room, so that a missing
+    // field is not mistaken for an error body.
+    let room = async || {
+        let (status, room) = app.get("/v1/rooms/e").await;
+        assert_eq!(status, 200, "{room}");
+        assert_eq!(room["roomInfo"]["roomID"], "e", "{room}");
+        room
+    };
+    a.create("e").await;
+    let shown = room().await;
+    assert!(shown["emptySince"].is_null(), "{shown}");
+    a.leave("e").await;
+    let shown = room().await;
+    assert!(shown["emptySince"].is_string(), "{shown}");
+    a.join("e").await;
+    let shown = room().await;
+    assert!(shown["emptySince"].is_null(), "{shown}");
     app.stop().await;
 }

@@ -3,14 +3,14 @@
 //! run the real binary are in `faults.rs`.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use serde_json::json;
 use sqlx::Row;
 use tokio_tungstenite::tungstenite::Message;
 
-use crate::helpers::{fresh_database, say, spawn_app_with, test_config};
+use crate::helpers::{WAIT, fresh_database, spawn_app_with, test_config, wait_until};
 
 #[tokio::test]
 async fn a_reconnect_within_the_grace_causes_no_churn_and_a_missing_user_leaves_after_it() {
@@ -18,30 +18,24 @@ async fn a_reconnect_within_the_grace_causes_no_churn_and_a_missing_user_leaves_
     config.reconnect_grace = Duration::from_millis(1500);
     let app = spawn_app_with(config).await;
     let mut watcher = app.client("watcher").await;
-    watcher
-        .ok(json!({"op": "createRoom", "roomInfo": {"roomID": "flaky"}}))
-        .await;
-    let phone = app.client("phone").await;
-    let mut phone = phone;
-    phone.ok(json!({"op": "joinRoom", "roomID": "flaky"})).await;
-    watcher.expect_event("roomMemberJoined").await;
+    watcher.create("flaky").await;
+    let mut phone = app.client("phone").await;
+    phone.join("flaky").await;
+    watcher.expect_joined("phone").await;
 
     // The phone's network drops and it comes back quickly.
     drop(phone);
     let mut phone = app.client("phone").await;
-    phone.ok(json!({"op": "joinRoom", "roomID": "flaky"})).await;
+    phone.join("flaky").await;
+    // Watching past the end of the grace for churn that must not come.
     watcher.pump(Duration::from_millis(2000)).await;
     watcher.expect_silence().await;
-    let count = watcher
-        .ok(json!({"op": "queryRoomOnlineMemberCount", "roomID": "flaky"}))
-        .await;
-    assert_eq!(count["count"], 2);
+    assert_eq!(watcher.member_count("flaky").await, 2);
 
     // This time it does not come back: it leaves when the grace ends.
     drop(phone);
     let dropped = Instant::now();
-    let left = watcher.expect_event("roomMemberLeft").await;
-    assert_eq!(left["memberList"][0]["userID"], "phone");
+    watcher.expect_left("phone").await;
     assert!(
         dropped.elapsed() >= Duration::from_millis(1400),
         "left after {:?}",
@@ -63,37 +57,39 @@ async fn a_reconnect_within_the_grace_causes_no_churn_and_a_missing_user_leaves_
 async fn resuming_with_since_seq_while_others_send_has_no_gap_and_no_duplicate() {
     let app = spawn_app_with(test_config(&fresh_database().await)).await;
     let mut writer = app.client("writer").await;
-    writer
-        .ok(json!({"op": "createRoom", "roomInfo": {"roomID": "stream"}}))
-        .await;
+    writer.create("stream").await;
     for i in 0..600 {
-        say(&mut writer, "stream", &format!("backlog {i}")).await;
+        writer.say("stream", &format!("backlog {i}")).await;
     }
     let stop = Arc::new(AtomicBool::new(false));
+    let acked = Arc::new(AtomicUsize::new(0));
     let mut senders = Vec::new();
     for s in 0..3 {
         let mut client = app.client(&format!("live{s}")).await;
-        client
-            .ok(json!({"op": "joinRoom", "roomID": "stream"}))
-            .await;
-        let stop = stop.clone();
+        client.join("stream").await;
+        let (stop, acked) = (stop.clone(), acked.clone());
         senders.push(tokio::spawn(async move {
             let mut last = 0;
             while !stop.load(Ordering::Relaxed) {
-                last = say(&mut client, "stream", "live").await["seq"]
-                    .as_i64()
-                    .unwrap();
+                last = client.say("stream", "live").await["seq"].as_i64().unwrap();
+                acked.fetch_add(1, Ordering::Relaxed);
             }
             last
         }));
     }
-    // Let the live senders get going, then resume from seq 10.
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    // Once the live senders are going, resume from seq 10.
+    let live_before = 30;
+    wait_until(WAIT, "live messages acknowledged", || async {
+        acked.load(Ordering::Relaxed) >= live_before
+    })
+    .await;
     let mut reader = app.client("reader").await;
-    let joined = reader
-        .ok(json!({"op": "joinRoom", "roomID": "stream", "sinceSeq": 10}))
-        .await;
-    assert!(joined["lastSeq"].as_i64().unwrap() >= 600);
+    let joined = reader.join_since("stream", 10).await;
+    let last_at_join = joined["lastSeq"].as_i64().unwrap();
+    assert!(
+        last_at_join >= 600 + live_before as i64,
+        "the join came after the live messages: {joined}"
+    );
     let mut seen = Vec::new();
     let deadline = Instant::now() + Duration::from_secs(30);
     let mut last_sent = i64::MAX;
@@ -113,13 +109,16 @@ async fn resuming_with_since_seq_while_others_send_has_no_gap_and_no_duplicate()
             "stuck after {} messages",
             seen.len()
         );
-        let event = reader.event().await;
-        if event["event"] == "roomMessageReceived" {
-            for message in event["messageList"].as_array().unwrap() {
-                seen.push(message["seq"].as_i64().unwrap());
-            }
+        let event = reader.expect_event("roomMessageReceived").await;
+        for message in event["messageList"].as_array().unwrap() {
+            seen.push(message["seq"].as_i64().unwrap());
         }
     }
+    // Live messages went on while the reader caught up.
+    assert!(
+        last_sent > last_at_join,
+        "nothing was sent after the join ({last_sent})"
+    );
     let expected: Vec<i64> = (11..=last_sent).collect();
     assert_eq!(
         seen, expected,
@@ -135,21 +134,20 @@ async fn the_server_pings_and_closes_a_connection_that_stops_answering() {
     config.idle_timeout = Duration::from_millis(350);
     let app = spawn_app_with(config).await;
     let mut responsive = app.client("responsive").await;
-    responsive
-        .ok(json!({"op": "createRoom", "roomInfo": {"roomID": "hb"}}))
-        .await;
+    responsive.create("hb").await;
     let mut deaf = app.client("deaf").await;
-    deaf.ok(json!({"op": "joinRoom", "roomID": "hb"})).await;
-    responsive.expect_event("roomMemberJoined").await;
+    deaf.join("hb").await;
+    responsive.expect_joined("deaf").await;
     // Reading answers the server's pings; the responsive client sends
-    // nothing of its own for three idle timeouts. The deaf client reads
-    // nothing, so it answers no ping and is closed: its user leaves.
+    // nothing of its own for three idle timeouts. Nothing the deaf client
+    // sends reaches the server any more (and it reads nothing), so it
+    // answers no ping and is closed: its user leaves.
+    deaf.mute();
     responsive.pump(Duration::from_millis(1100)).await;
-    let left = responsive.expect_event("roomMemberLeft").await;
-    assert_eq!(left["memberList"][0]["userID"], "deaf");
-    responsive.ok(json!({"op": "ping"})).await;
-    // Its pongs for the pings it reads now may hit the closed socket first.
-    assert!(matches!(deaf.closed().await, None | Some(4002)));
+    responsive.expect_left("deaf").await;
+    responsive.ping().await;
+    // It was closed for being idle, and told so.
+    deaf.expect_closed(4002).await;
     app.stop().await;
 }
 
@@ -160,34 +158,51 @@ async fn a_client_that_stops_reading_is_dropped_without_slowing_the_room() {
     config.limits.outbox_bytes = 256 * 1024;
     let app = spawn_app_with(config).await;
     let mut sender = app.client("sender").await;
-    sender
-        .ok(json!({"op": "createRoom", "roomInfo": {"roomID": "firehose"}}))
-        .await;
+    sender.create("firehose").await;
     let mut reader = app.client("reader").await;
-    reader
-        .ok(json!({"op": "joinRoom", "roomID": "firehose"}))
-        .await;
+    reader.join("firehose").await;
     let mut stuck = app.client("stuck").await;
-    stuck
-        .ok(json!({"op": "joinRoom", "roomID": "firehose"}))
-        .await;
-    sender.expect_event("roomMemberJoined").await;
-    sender.expect_event("roomMemberJoined").await;
-    reader.expect_event("roomMemberJoined").await;
+    stuck.join("firehose").await;
+    sender.expect_joined("reader").await;
+    sender.expect_joined("stuck").await;
+    reader.expect_joined("stuck").await;
 
     // 16 MB of messages: far more than socket buffers and the stuck
-    // client's queue hold. The stuck client reads nothing meanwhile.
+    // client's queue hold. The stuck client reads nothing until the server
+    // has dropped it (its user left), then reads what reached it.
     let body = "x".repeat(30 * 1024);
     let count = 550;
+    let (dropped, was_dropped) = tokio::sync::oneshot::channel();
     let reading = tokio::spawn(async move {
-        let mut got = 0;
-        while got < count {
+        let (mut got, mut dropped) = (0, Some(dropped));
+        while got < count || dropped.is_some() {
             let event = reader.event().await;
             if event["event"] == "roomMessageReceived" {
                 got += event["messageList"].as_array().unwrap().len();
+            } else {
+                assert_eq!(event["event"], "roomMemberLeft", "{event}");
+                assert_eq!(event["memberList"][0]["userID"], "stuck", "{event}");
+                dropped.take().expect("one leave").send(()).unwrap();
             }
         }
         (reader, got)
+    });
+    let stuck_reads = tokio::spawn(async move {
+        was_dropped
+            .await
+            .expect("the reader saw the stuck client leave");
+        // What it would send now (pongs, its Close reply) is lost, so the
+        // server's side of the close cannot be reset away.
+        stuck.mute();
+        let mut received = 0;
+        loop {
+            match stuck.raw_next().await {
+                Some(Message::Text(_)) => received += 1,
+                Some(Message::Close(frame)) => return (received, frame.map(|f| u16::from(f.code))),
+                Some(_) => {}
+                None => return (received, None),
+            }
+        }
     });
     for _ in 0..count {
         sender
@@ -201,28 +216,18 @@ async fn a_client_that_stops_reading_is_dropped_without_slowing_the_room() {
         .unwrap();
     assert_eq!(got, count);
 
-    // The stuck client was cut off: reading now ends before all messages,
-    // with a close (4008) or the socket going away.
-    let mut received = 0;
-    let mut close = None;
-    loop {
-        match stuck.raw_next().await {
-            Some(Message::Text(_)) => received += 1,
-            Some(Message::Close(frame)) => {
-                close = frame.map(|f| u16::from(f.code));
-                break;
-            }
-            Some(_) => {}
-            None => break,
-        }
-    }
+    // The stuck client was cut off: it got less than everything, then a
+    // Close frame saying why (4008).
+    let (received, close) = tokio::time::timeout(WAIT, stuck_reads)
+        .await
+        .expect("the stuck client's connection ends")
+        .unwrap();
     assert!(
         received < count,
         "the stuck client got everything ({received})"
     );
-    assert!(matches!(close, None | Some(4008)), "{close:?}");
-    let left = sender.expect_event("roomMemberLeft").await;
-    assert_eq!(left["memberList"][0]["userID"], "stuck");
+    assert_eq!(close, Some(4008));
+    sender.expect_left("stuck").await;
     app.stop().await;
 }
 
@@ -238,14 +243,12 @@ async fn shutdown_announces_itself_and_a_quick_restart_causes_no_churn() {
     let mut a = app.client("a").await;
     let mut b = app.client("b").await;
     let mut c = app.client("c").await;
-    a.ok(json!({"op": "createRoom", "roomInfo": {"roomID": "steady"}}))
-        .await;
-    b.ok(json!({"op": "joinRoom", "roomID": "steady"})).await;
-    c.ok(json!({"op": "joinRoom", "roomID": "steady"})).await;
-    for _ in 0..2 {
-        a.expect_event("roomMemberJoined").await;
-    }
-    b.expect_event("roomMemberJoined").await;
+    a.create("steady").await;
+    b.join("steady").await;
+    c.join("steady").await;
+    a.expect_joined("b").await;
+    a.expect_joined("c").await;
+    b.expect_joined("c").await;
 
     // B has messages in flight when the server stops.
     let mut ids = Vec::new();
@@ -298,9 +301,9 @@ async fn shutdown_announces_itself_and_a_quick_restart_causes_no_churn() {
     // A quick restart: A and B come back, C does not.
     let app = spawn_app_with(config()).await;
     let mut a = app.client("a").await;
-    a.ok(json!({"op": "joinRoom", "roomID": "steady"})).await;
+    a.join("steady").await;
     let mut b = app.client("b").await;
-    b.ok(json!({"op": "joinRoom", "roomID": "steady"})).await;
+    b.join("steady").await;
     let left = a.expect_event("roomMemberLeft").await;
     assert_eq!(
         left["memberList"],

@@ -2,7 +2,6 @@
 //! size and count limits, timeouts, and hostile clients.
 
 use std::num::NonZeroU32;
-use std::process::Command;
 use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
@@ -12,7 +11,7 @@ use serde_json::{Value, json};
 use sqlx::Row;
 use tokio_tungstenite::tungstenite::Message;
 
-use crate::helpers::{fresh_database, say, spawn_app, spawn_app_with, test_config};
+use crate::helpers::{fresh_database, roomd_command, spawn_app, spawn_app_with, test_config};
 
 fn n(value: u32) -> NonZeroU32 {
     NonZeroU32::new(value).unwrap()
@@ -20,7 +19,7 @@ fn n(value: u32) -> NonZeroU32 {
 
 #[tokio::test]
 async fn roomd_token_prints_a_token_that_login_accepts() {
-    let output = Command::new(env!("CARGO_BIN_EXE_roomd"))
+    let output = roomd_command()
         .args([
             "token", "--user", "tokened", "--name", "Tok", "--ttl", "10m",
         ])
@@ -53,9 +52,8 @@ async fn roomd_token_prints_a_token_that_login_accepts() {
     app.stop().await;
 
     // No secret: a clear failure, nothing on stdout.
-    let output = Command::new(env!("CARGO_BIN_EXE_roomd"))
+    let output = roomd_command()
         .args(["token", "--user", "x"])
-        .env_remove("ROOMD_AUTH_SECRET")
         .output()
         .unwrap();
     assert!(!output.status.success());
@@ -89,14 +87,14 @@ async fn requests_over_the_connection_rate_get_1006_and_the_connection_stays() {
     let app = spawn_app_with(config).await;
     let mut client = app.client("eager").await; // the login is request 1
     for _ in 0..4 {
-        client.ok(json!({"op": "ping"})).await;
+        client.ping().await;
     }
     let error = client.fails(json!({"op": "ping"}), 1006).await;
     assert_eq!(error["reason"], "rate_limited");
     let retry = error["retryAfterMs"].as_u64().expect("retryAfterMs");
     assert!((1..=500).contains(&retry), "{retry}");
     tokio::time::sleep(Duration::from_millis(retry)).await;
-    client.ok(json!({"op": "ping"})).await;
+    client.ping().await;
     app.stop().await;
 }
 
@@ -108,13 +106,11 @@ async fn messages_over_the_user_rate_are_refused_and_not_stored() {
     let app = spawn_app_with(config).await;
     let mut phone = app.client("chatty").await;
     let mut laptop = app.client("chatty").await;
-    phone
-        .ok(json!({"op": "createRoom", "roomInfo": {"roomID": "r"}}))
-        .await;
-    laptop.ok(json!({"op": "joinRoom", "roomID": "r"})).await;
-    say(&mut phone, "r", "1").await;
-    say(&mut laptop, "r", "2").await;
-    say(&mut phone, "r", "3").await;
+    phone.create("r").await;
+    laptop.join("r").await;
+    phone.say("r", "1").await;
+    laptop.say("r", "2").await;
+    phone.say("r", "3").await;
     // The limit is per user, across connections.
     let error = laptop
         .fails(json!({"op": "sendRoomMessage", "roomID": "r", "message": {"type": "text", "message": "4"}}), 1006)
@@ -127,7 +123,7 @@ async fn messages_over_the_user_rate_are_refused_and_not_stored() {
         .unwrap()
         .get(0);
     assert_eq!(stored, 3);
-    laptop.ok(json!({"op": "ping"})).await;
+    laptop.ping().await;
     app.stop().await;
 }
 
@@ -162,12 +158,9 @@ async fn a_client_that_keeps_ignoring_limits_is_closed_with_4029() {
             .send_raw(Message::text(json!({"id": id, "op": "ping"}).to_string()))
             .await;
     }
-    assert_eq!(flooder.closed().await, Some(4029));
+    flooder.expect_closed(4029).await;
     // Others are unaffected.
-    app.client("bystander")
-        .await
-        .ok(json!({"op": "ping"}))
-        .await;
+    app.client("bystander").await.ping().await;
     app.stop().await;
 }
 
@@ -181,10 +174,8 @@ async fn count_limits_have_their_own_codes() {
     let mut a = app.client("a").await;
     let mut b = app.client("b").await;
     let mut c = app.client("c").await;
-    a.ok(json!({"op": "createRoom", "roomInfo": {"roomID": "r1"}}))
-        .await;
-    a.ok(json!({"op": "createRoom", "roomInfo": {"roomID": "r2"}}))
-        .await;
+    a.create("r1").await;
+    a.create("r2").await;
     let error = a
         .fails(
             json!({"op": "createRoom", "roomInfo": {"roomID": "r3"}}),
@@ -198,14 +189,13 @@ async fn count_limits_have_their_own_codes() {
     )
     .await;
 
-    b.ok(json!({"op": "joinRoom", "roomID": "r1"})).await;
+    b.join("r1").await;
     let error = c
         .fails(json!({"op": "joinRoom", "roomID": "r1"}), 6000327)
         .await;
     assert_eq!(error["reason"], "room_full");
 
-    c.ok(json!({"op": "createRoom", "roomInfo": {"roomID": "r3"}}))
-        .await;
+    c.create("r3").await;
     let error = c
         .fails(
             json!({"op": "enterRoom", "roomInfo": {"roomID": "r4"}}),
@@ -219,7 +209,7 @@ async fn count_limits_have_their_own_codes() {
         assert!(!app.room_exists(room).await, "{room}");
     }
     // Rejoining a room one is already in is not a new membership.
-    a.ok(json!({"op": "joinRoom", "roomID": "r1"})).await;
+    a.join("r1").await;
     app.stop().await;
 }
 
@@ -236,11 +226,11 @@ async fn connection_limits_close_with_clear_codes() {
         .fails(json!({"op": "login", "userInfo": {"userID": "same"}}), 1006)
         .await;
     assert!(error["message"].as_str().unwrap().contains("connections"));
-    assert_eq!(three.closed().await, Some(4030));
+    three.expect_closed(4030).await;
 
     let _other = app.client("other").await;
     let mut over = app.connect().await;
-    assert_eq!(over.closed().await, Some(1013));
+    over.expect_closed(1013).await;
     app.stop().await;
 }
 
@@ -260,9 +250,9 @@ async fn a_silent_connection_is_closed_and_a_talking_one_is_not() {
         talker
     });
     let mut silent = app.client("silent").await;
-    assert_eq!(silent.closed().await, Some(4002));
+    silent.expect_closed(4002).await;
     let mut talker = talking.await.unwrap();
-    talker.ok(json!({"op": "ping"})).await;
+    talker.ping().await;
     app.stop().await;
 }
 
@@ -325,12 +315,9 @@ async fn a_hostile_client_changes_nothing_for_a_well_behaved_one() {
     let app = spawn_app().await;
     let mut good = app.client("good").await;
     let mut speaker = app.client("speaker").await;
-    good.ok(json!({"op": "createRoom", "roomInfo": {"roomID": "shared"}}))
-        .await;
-    speaker
-        .ok(json!({"op": "joinRoom", "roomID": "shared"}))
-        .await;
-    good.expect_event("roomMemberJoined").await;
+    good.create("shared").await;
+    speaker.join("shared").await;
+    good.expect_joined("speaker").await;
 
     let (ws, _) = tokio_tungstenite::connect_async(app.ws_url())
         .await
@@ -364,7 +351,7 @@ async fn a_hostile_client_changes_nothing_for_a_well_behaved_one() {
     // Meanwhile the room works as if nothing happened.
     let mut sent = Vec::new();
     for i in 0..20 {
-        sent.push(say(&mut speaker, "shared", &format!("legit {i}")).await);
+        sent.push(speaker.say("shared", &format!("legit {i}")).await);
     }
     let mut received = Vec::new();
     while received.len() < sent.len() {
@@ -382,6 +369,6 @@ async fn a_hostile_client_changes_nothing_for_a_well_behaved_one() {
     let replies = reader.await.unwrap();
     assert!(replies > 9_000, "the hostile client got {replies} replies");
     assert_eq!(app.get("/healthz").await.0, 200);
-    good.ok(json!({"op": "ping"})).await;
+    good.ping().await;
     app.stop().await;
 }
