@@ -16,14 +16,17 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
+use std::future::Future;
+use std::pin::Pin;
+
 use hyper::body::Incoming;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::GracefulShutdown;
+use hyper::server::conn::http1;
+use hyper_util::rt::{TokioIo, TokioTimer};
 use serde::Serialize;
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 use warp::http::{self, HeaderValue, StatusCode};
 use warp::reply::{Reply, Response};
 use warp::{Filter, Rejection};
@@ -79,10 +82,9 @@ pub(crate) async fn serve(
     shutdown: CancellationToken,
 ) {
     let routes = warp::service(routes(ctx.clone()));
-    let graceful = GracefulShutdown::new();
-    let mut builder = auto::Builder::new(TokioExecutor::new()).http1_only();
-    builder
-        .http1()
+    let connections = TaskTracker::new();
+    let mut http1 = http1::Builder::new();
+    http1
         .timer(TokioTimer::new())
         .header_read_timeout(ctx.http_timeout);
     loop {
@@ -107,10 +109,15 @@ pub(crate) async fn serve(
         let service = hyper::service::service_fn(move |req| {
             serve_request(req, peer, ctx.clone(), routes.clone())
         });
-        serve_connection(tcp, service, &builder, &graceful, places);
+        let _ = tcp.set_nodelay(true);
+        let connection = http1
+            .serve_connection(TokioIo::new(tcp), service)
+            .with_upgrades();
+        connections.spawn(serve_connection(connection, shutdown.clone(), places));
     }
     drop(listener);
-    if tokio::time::timeout(REQUEST_DRAIN, graceful.shutdown())
+    connections.close();
+    if tokio::time::timeout(REQUEST_DRAIN, connections.wait())
         .await
         .is_err()
     {
@@ -118,32 +125,45 @@ pub(crate) async fn serve(
     }
 }
 
-/// Serves one TCP connection (HTTP/1.1, upgrades allowed) in a task of its
-/// own, watched for graceful shutdown. The connection holds its places
-/// among the HTTP connections until it ends or becomes a WebSocket.
-fn serve_connection<S>(
-    tcp: TcpStream,
-    service: S,
-    builder: &auto::Builder<TokioExecutor>,
-    graceful: &GracefulShutdown,
-    places: impl Send + 'static,
-) where
-    S: hyper::service::Service<http::Request<Incoming>, Response = Response, Error = Infallible>
-        + Send
-        + 'static,
-    S::Future: Send + 'static,
+/// Serves one HTTP/1.1 connection (upgrades allowed) until it ends or
+/// becomes a WebSocket; on shutdown, finishes the request in flight and
+/// closes. The connection holds its places among the HTTP connections
+/// until then. HTTP/2 is not spoken: nothing needs it, and its idle
+/// streams would outlive every timeout here.
+async fn serve_connection<C>(connection: C, shutdown: CancellationToken, places: impl Send)
+where
+    C: Future<Output = Result<(), hyper::Error>> + GracefulConnection,
 {
-    let _ = tcp.set_nodelay(true);
-    let connection = builder
-        .serve_connection_with_upgrades(TokioIo::new(tcp), service)
-        .into_owned();
-    let watched = graceful.watch(connection);
-    tokio::spawn(async move {
-        if let Err(e) = watched.await {
-            tracing::debug!(error = %e, "HTTP connection ended with an error");
+    tokio::pin!(connection);
+    let ended = tokio::select! {
+        ended = connection.as_mut() => ended,
+        () = shutdown.cancelled() => {
+            connection.as_mut().graceful_shutdown();
+            connection.await
         }
-        drop(places);
-    });
+    };
+    if let Err(e) = ended {
+        tracing::debug!(error = %e, "HTTP connection ended with an error");
+    }
+    drop(places);
+}
+
+/// A connection that can be asked to finish its request and close.
+trait GracefulConnection {
+    fn graceful_shutdown(self: Pin<&mut Self>);
+}
+
+impl<I, S> GracefulConnection for http1::UpgradeableConnection<I, S>
+where
+    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+    S: hyper::service::HttpService<Incoming>,
+    S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    S::ResBody: 'static,
+    <S::ResBody as hyper::body::Body>::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    fn graceful_shutdown(self: Pin<&mut Self>) {
+        http1::UpgradeableConnection::graceful_shutdown(self);
+    }
 }
 
 /// `/v1/ws` handshakes go to `ws`; everything else to the warp routes.

@@ -142,7 +142,8 @@ pub(crate) async fn room_messages(
     }
     let _slot = history_slot(ctx).await?;
     let (messages, more) = ctx.store.message_page(&room_id, page).await?;
-    let (messages, cut) = protocol::bounded_page(&messages, ctx.history_page_bytes);
+    let backwards = cursor.is_backwards();
+    let (messages, cut) = protocol::bounded_page(&messages, ctx.history_page_bytes, backwards);
     Ok(page_body(
         room_id,
         messages,

@@ -64,25 +64,38 @@ fn envelope(frame: &str) -> Result<(u32, String, Value), Rejected> {
     Ok((id, op, Value::Object(object)))
 }
 
-/// Serializes a page of messages, stopping once it reaches `max_bytes` of
-/// JSON (always keeping the first); returns the page and whether it was
-/// cut. Bodies can grow sixfold when escaped, so a page bounded by its raw
-/// size alone can still be far larger on the wire.
+/// Serializes a page of messages (ascending seq) within `max_bytes` of
+/// JSON; returns the page and whether it was cut. Bodies can grow sixfold
+/// when escaped, so a page bounded by its raw size alone can still be far
+/// larger on the wire. A page read `backwards` (towards older messages)
+/// keeps its newest messages and loses the oldest, so that paging on with
+/// `beforeSeq` misses nothing; either way at least one message is kept.
 pub(crate) fn bounded_page(
     messages: &[RoomMessage],
     max_bytes: usize,
+    backwards: bool,
 ) -> (Vec<Box<RawValue>>, bool) {
     let mut page = Vec::with_capacity(messages.len());
     let mut bytes = 0;
-    for message in messages {
+    let mut cut = false;
+    let in_reading_order: Box<dyn Iterator<Item = &RoomMessage>> = if backwards {
+        Box::new(messages.iter().rev())
+    } else {
+        Box::new(messages.iter())
+    };
+    for message in in_reading_order {
         let json = serde_json::value::to_raw_value(message).expect("messages serialize");
         bytes += json.get().len() + 1;
         if bytes > max_bytes && !page.is_empty() {
-            return (page, true);
+            cut = true;
+            break;
         }
         page.push(json);
     }
-    (page, false)
+    if backwards {
+        page.reverse();
+    }
+    (page, cut)
 }
 
 /// A successful reply: `{"id", "ok": true, ...body}`.

@@ -110,7 +110,8 @@ impl Rooms {
         let floor = self.require_joined(caller, room_id).await?;
         let page = self.page(cursor, count, floor);
         let (messages, more) = self.store.message_page(room_id, page).await?;
-        let (page, cut) = protocol::bounded_page(&messages, self.settings.history_page_bytes);
+        let budget = self.settings.history_page_bytes;
+        let (page, cut) = protocol::bounded_page(&messages, budget, cursor.is_backwards());
         Ok((page, more || cut))
     }
 

@@ -184,10 +184,10 @@ fn token(secret: &str, sub: &str, exp_offset_secs: i64) -> String {
 #[tokio::test]
 async fn with_a_secret_login_needs_a_valid_token_for_that_user() {
     let mut config = test_config(&fresh_database().await);
-    config.auth_secret = Some("s3cret".into());
+    config.auth_secret = Some("s3cret-of-at-least-thirty-two-bytes".into());
     let app = spawn_app_with(config).await;
 
-    let good = token("s3cret", "ann", 600);
+    let good = token("s3cret-of-at-least-thirty-two-bytes", "ann", 600);
     let reply = app
         .connect()
         .await
@@ -201,8 +201,8 @@ async fn with_a_secret_login_needs_a_valid_token_for_that_user() {
     let bad_tokens = [
         None,
         Some(token("other", "ann", 600)),
-        Some(token("s3cret", "bob", 600)),
-        Some(token("s3cret", "ann", -3600)),
+        Some(token("s3cret-of-at-least-thirty-two-bytes", "bob", 600)),
+        Some(token("s3cret-of-at-least-thirty-two-bytes", "ann", -3600)),
         Some("not.a.token".to_string()),
     ];
     for bad in bad_tokens {

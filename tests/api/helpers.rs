@@ -130,6 +130,11 @@ pub fn test_config(database_url: &str) -> Config {
     config.limits.messages_per_second = plenty;
     config.limits.messages_burst = plenty;
     config.limits.logins_per_second = plenty;
+    config.limits.rest_requests_per_second = plenty;
+    config.limits.rest_requests_burst = plenty;
+    config.limits.max_created_rooms_per_user = 1_000_000;
+    // Every test client connects from 127.0.0.1, often many at once.
+    config.limits.max_http_connections_per_ip = 0;
     config
 }
 
@@ -172,6 +177,21 @@ impl Endpoint {
     /// (for tests where it may be down).
     pub async fn try_connect(&self) -> Option<Client> {
         let tcp = TcpStream::connect(self.addr).await.ok()?;
+        self.handshake(tcp).await
+    }
+
+    /// A connected client from another loopback address (`127.0.0.x`), for
+    /// limits kept per client address.
+    pub async fn connect_from(&self, ip: [u8; 4]) -> Client {
+        let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+        socket
+            .bind(SocketAddr::from((ip, 0)))
+            .expect("bind the source address");
+        let tcp = socket.connect(self.addr).await.expect("TCP connects");
+        self.handshake(tcp).await.expect("WebSocket connects")
+    }
+
+    async fn handshake(&self, tcp: TcpStream) -> Option<Client> {
         let link = Link { tcp, muted: false };
         let (ws, _) = tokio_tungstenite::client_async(self.ws_url(), link)
             .await
@@ -342,8 +362,8 @@ pub fn free_port() -> u16 {
 }
 
 /// The real `roomd` binary as a child process; killed (SIGKILL) when
-/// dropped. Its log goes to stderr with `TEST_LOG`, otherwise to a file
-/// shown when it fails to start.
+/// dropped. Its log goes to the terminal with `TEST_LOG`, otherwise to a
+/// file shown when it fails to start.
 pub struct RoomdProcess {
     child: Child,
     endpoint: Endpoint,
@@ -374,6 +394,14 @@ impl RoomdProcess {
             .args(["--requests-per-second", plenty, "--requests-burst", plenty])
             .args(["--messages-per-second", plenty, "--messages-burst", plenty])
             .args(["--logins-per-second", plenty])
+            .args([
+                "--rest-requests-per-second",
+                plenty,
+                "--rest-requests-burst",
+                plenty,
+            ])
+            .args(["--max-created-rooms-per-user", plenty])
+            .args(["--max-http-connections-per-ip", "0"])
             .args(extra_args);
         Self::launch(command, port).await
     }
@@ -381,13 +409,13 @@ impl RoomdProcess {
     /// Runs `command` (from [`roomd_command`]) listening on `port`, and
     /// waits until `/readyz` answers 200.
     pub async fn launch(mut command: Command, port: u16) -> Self {
-        command
-            .args(["--bind", &format!("127.0.0.1:{port}")])
-            .stdout(Stdio::null());
+        command.args(["--bind", &format!("127.0.0.1:{port}")]);
+        // roomd logs to stdout and reports start-up errors on stderr.
         let log = if std::env::var_os("TEST_LOG").is_some() {
             None
         } else {
             let file = tempfile::tempfile().expect("log file");
+            command.stdout(file.try_clone().expect("log file"));
             command.stderr(file.try_clone().expect("log file"));
             Some(file)
         };
@@ -417,7 +445,16 @@ impl RoomdProcess {
         roomd
     }
 
+    /// Its process id, for reading its resources from /proc.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// What it logged so far (when its log goes to a file).
+    pub fn log_text(&mut self) -> String {
+        self.log()
+    }
+
     fn log(&mut self) -> String {
         let Some(file) = &mut self.log else {
             return "(log on stderr)".into();
@@ -864,6 +901,29 @@ impl Client {
     /// the server has closed can get a reset before it reads that frame.)
     pub fn mute(&mut self) {
         self.ws.get_mut().muted = true;
+    }
+
+    /// Writes raw bytes to the socket, around the WebSocket framing (for
+    /// frames no well-behaved client would send).
+    pub async fn write_raw(&mut self, bytes: &[u8]) {
+        use tokio::io::AsyncWriteExt;
+        let tcp = &mut self.ws.get_mut().tcp;
+        tcp.write_all(bytes).await.expect("raw write");
+    }
+
+    /// Like [`Client::closed`], for closes that take longer than [`WAIT`].
+    pub async fn closed_within(&mut self, within: Duration) -> Option<u16> {
+        let deadline = Instant::now() + within;
+        loop {
+            let frame = tokio::time::timeout_at(deadline.into(), self.ws.next())
+                .await
+                .expect("closed in time");
+            match frame {
+                Some(Ok(Message::Close(frame))) => return frame.map(|f| u16::from(f.code)),
+                Some(Ok(_)) => continue,
+                Some(Err(_)) | None => return None,
+            }
+        }
     }
 
     /// Waits for the server to close the connection; returns the close code

@@ -155,14 +155,14 @@ async fn rest_history_filters_by_time() {
 #[tokio::test]
 async fn non_members_cannot_read_history() {
     let mut config = test_config(&fresh_database().await);
-    config.auth_secret = Some("secret".into());
+    config.auth_secret = Some("secret-of-at-least-thirty-two-bytes".into());
     config.admin_token = Some("admin-token".into());
     let app = spawn_app_with(config).await;
     let user_token = |sub: &str| {
         jsonwebtoken::encode(
             &jsonwebtoken::Header::default(),
             &json!({"sub": sub, "exp": chrono::Utc::now().timestamp() + 600}),
-            &jsonwebtoken::EncodingKey::from_secret(b"secret"),
+            &jsonwebtoken::EncodingKey::from_secret(b"secret-of-at-least-thirty-two-bytes"),
         )
         .unwrap()
     };

@@ -8,6 +8,7 @@ mod embedded;
 mod errors;
 mod faults;
 mod flow;
+mod hardening;
 mod history;
 mod javascript;
 mod lifecycle;

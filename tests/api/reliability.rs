@@ -228,6 +228,9 @@ async fn a_client_that_stops_reading_is_dropped_without_slowing_the_room() {
     );
     assert_eq!(close, Some(4008));
     sender.expect_left("stuck").await;
+    // Counted, by close code, so an operator sees slow consumers.
+    let closes = r#"roomd_connections_closed_total{code="4008",reason="slow consumer"}"#;
+    assert_eq!(app.metric(closes).await, 1.0);
     app.stop().await;
 }
 

@@ -23,7 +23,10 @@ async fn roomd_token_prints_a_token_that_login_accepts() {
         .args([
             "token", "--user", "tokened", "--name", "Tok", "--ttl", "10m",
         ])
-        .env("ROOMD_AUTH_SECRET", "cli-secret")
+        .env(
+            "ROOMD_AUTH_SECRET",
+            "cli-secret-of-at-least-thirty-two-bytes",
+        )
         .output()
         .unwrap();
     assert!(
@@ -41,7 +44,7 @@ async fn roomd_token_prints_a_token_that_login_accepts() {
     assert!(!token.contains(char::is_whitespace));
 
     let mut config = test_config(&fresh_database().await);
-    config.auth_secret = Some("cli-secret".into());
+    config.auth_secret = Some("cli-secret-of-at-least-thirty-two-bytes".into());
     let app = spawn_app_with(config).await;
     let reply = app
         .connect()
@@ -74,7 +77,7 @@ async fn open_mode_refuses_a_public_address_unless_told_otherwise() {
     app.stop().await;
 
     config.insecure_open = false;
-    config.auth_secret = Some("a-secret".into());
+    config.auth_secret = Some("a-secret-of-at-least-thirty-two-bytes".into());
     let app = spawn_app_with(config).await;
     app.stop().await;
 }

@@ -100,7 +100,7 @@ async fn info_tells_the_page_whether_to_ask_for_a_token() {
     app.stop().await;
 
     let mut config = test_config(&fresh_database().await);
-    config.auth_secret = Some("page-secret".into());
+    config.auth_secret = Some("page-secret-of-at-least-thirty-two-bytes".into());
     let app = spawn_app_with(config).await;
     let (status, info) = app.get("/v1/info").await;
     assert_eq!(status, 200);
