@@ -255,6 +255,7 @@ async fn sessions(
     let auth = Authenticator::new(
         config.auth_secret.as_ref().map(Secret::expose),
         config.admin_token.as_ref().map(Secret::expose),
+        config.token_leeway,
     );
     Ok(Arc::new(SessionContext {
         rooms,

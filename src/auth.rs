@@ -5,6 +5,8 @@
 //! lasts as long as its token (renewed with `renewToken`). The admin token
 //! is a separate, static credential for operators and backends.
 
+use std::time::Duration;
+
 use jsonwebtoken::errors::ErrorKind;
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use serde::Deserialize;
@@ -13,8 +15,6 @@ use subtle::ConstantTimeEq;
 use crate::config::Secret;
 use crate::domain::{UserId, UserInfo, UserName};
 
-/// Seconds of clock skew tolerated on `exp` and `nbf`.
-pub(crate) const LEEWAY_SECS: u64 = 30;
 /// The shortest HMAC secret accepted: HS256's own key size, so a secret
 /// cannot be guessed faster than the signature can be forged.
 pub(crate) const MIN_SECRET_BYTES: usize = 32;
@@ -126,10 +126,11 @@ impl std::fmt::Debug for Authenticator {
 }
 
 impl Authenticator {
-    pub(crate) fn new(secret: Option<&str>, admin_token: Option<&str>) -> Self {
+    /// `leeway`: the clock skew tolerated on `exp` and `nbf`.
+    pub(crate) fn new(secret: Option<&str>, admin_token: Option<&str>, leeway: Duration) -> Self {
         let jwt = secret.map(|secret| {
             let mut validation = Validation::new(Algorithm::HS256);
-            validation.leeway = LEEWAY_SECS;
+            validation.leeway = leeway.as_secs();
             validation.validate_nbf = true;
             validation.set_required_spec_claims(&["exp", "sub"]);
             (DecodingKey::from_secret(secret.as_bytes()), validation)
@@ -218,11 +219,10 @@ fn verify(key: &DecodingKey, validation: &Validation, token: &str) -> Result<Cla
 
 #[cfg(test)]
 mod tests {
-    use std::time::Duration;
-
     use super::*;
 
     const SECRET: &str = "a-test-secret-of-thirty-two-bytes!";
+    const LEEWAY: Duration = Duration::from_secs(30);
 
     fn user(id: &str, name: &str) -> UserInfo {
         UserInfo {
@@ -237,7 +237,7 @@ mod tests {
 
     #[test]
     fn open_mode_trusts_the_claimed_user_and_lets_anyone_read() {
-        let auth = Authenticator::new(None, None);
+        let auth = Authenticator::new(None, None, LEEWAY);
         assert!(auth.is_open());
         assert_eq!(
             auth.login(user("alice", "A"), None).unwrap().user,
@@ -248,7 +248,7 @@ mod tests {
 
     #[test]
     fn a_token_logs_in_its_subject_only_and_its_name_wins() {
-        let auth = Authenticator::new(Some(SECRET), None);
+        let auth = Authenticator::new(Some(SECRET), None, LEEWAY);
         let named = token("alice", Some("Alice L."));
         let logged_in = auth.login(user("alice", "a"), Some(&named)).unwrap();
         assert_eq!(logged_in.user, user("alice", "Alice L."));
@@ -289,7 +289,7 @@ mod tests {
 
     #[test]
     fn readers_are_the_admin_a_user_or_nobody() {
-        let auth = Authenticator::new(Some(SECRET), Some("admin-token"));
+        let auth = Authenticator::new(Some(SECRET), Some("admin-token"), LEEWAY);
         assert_eq!(auth.reader(Some("Bearer admin-token")), Ok(Reader::Admin));
         let alice = format!("Bearer {}", token("alice", None));
         assert_eq!(
@@ -299,7 +299,7 @@ mod tests {
         assert_eq!(auth.reader(None), Err(AuthError::Missing));
         assert_eq!(auth.reader(Some("Basic xyz")), Err(AuthError::Missing));
         assert!(auth.reader(Some("Bearer admin-tokeN")).is_err());
-        let admin_only = Authenticator::new(None, Some("admin-token"));
+        let admin_only = Authenticator::new(None, Some("admin-token"), LEEWAY);
         assert_eq!(admin_only.reader(None), Err(AuthError::Missing));
         assert!(admin_only.reader(Some("Bearer guess")).is_err());
     }

@@ -156,6 +156,11 @@ pub struct Config {
     #[arg(long, env = "ROOMD_PING_INTERVAL", default_value = "10s", value_parser = duration)]
     pub ping_interval: Duration,
 
+    /// Clock skew tolerated on a token's `exp` and `nbf`; also how long a
+    /// session outlives its token's `exp` without `renewToken`.
+    #[arg(long, env = "ROOMD_TOKEN_LEEWAY", default_value = "30s", value_parser = duration)]
+    pub token_leeway: Duration,
+
     /// How long a plain HTTP connection may take to send a request's
     /// headers, and may stay idle between requests, before it is closed.
     #[arg(long, env = "ROOMD_HTTP_TIMEOUT", default_value = "10s", value_parser = duration)]

@@ -266,7 +266,8 @@ impl Session {
             return Ok(());
         };
         self.user_slot = Some(slot);
-        self.token = logged_in.expires_at.map(TokenLife::new);
+        let leeway = self.ctx.settings.token_leeway;
+        self.token = logged_in.expires_at.map(|exp| TokenLife::new(exp, leeway));
         tracing::Span::current().record("user", user.user_id.as_str());
         tracing::debug!("logged in");
         self.reply(protocol::ok_reply(id, &ops::LoggedIn { user_info: &user }))
@@ -287,7 +288,8 @@ impl Session {
             .auth
             .renew(&caller.user.user_id, token)
             .map_err(|e| ErrorBody::new(ErrorCode::Unauthorized, e.to_string()))?;
-        self.token = expires_at.map(TokenLife::new);
+        let leeway = self.ctx.settings.token_leeway;
+        self.token = expires_at.map(|exp| TokenLife::new(exp, leeway));
         let reply = ops::TokenRenewed {
             expires_at: self.token.as_ref().map(TokenLife::expires_at_ms),
         };

@@ -63,6 +63,8 @@ pub(crate) struct SessionSettings {
     pub(crate) outbox_bytes: usize,
     pub(crate) max_frame_bytes: usize,
     pub(crate) max_connections_per_user: u32,
+    /// How long past its `exp` a session's token still holds.
+    pub(crate) token_leeway: Duration,
 }
 
 impl From<&Config> for SessionSettings {
@@ -75,6 +77,7 @@ impl From<&Config> for SessionSettings {
             outbox_bytes: config.limits.outbox_bytes,
             max_frame_bytes: config.limits.max_frame_bytes,
             max_connections_per_user: config.limits.max_connections_per_user,
+            token_leeway: config.token_leeway,
         }
     }
 }

@@ -1,12 +1,11 @@
 //! A session's token over its life: warned 30 s before it expires
 //! (`tokenWillExpire`), closed with 4001 once it has expired (plus the
-//! leeway) unless `renewToken` brought a new one. Open mode has no tokens.
+//! `--token-leeway`) unless `renewToken` brought a new one. Open mode has
+//! no tokens.
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use tokio::time::Instant;
-
-use crate::auth::LEEWAY_SECS;
 
 /// How long before expiry the client is told to renew, as in ZIM.
 const WARN_BEFORE: Duration = Duration::from_secs(30);
@@ -25,13 +24,16 @@ pub(super) enum TokenStep {
 pub(super) struct TokenLife {
     /// Unix seconds.
     expires_at: u64,
+    /// The clock skew tolerated past `expires_at` (`--token-leeway`).
+    leeway: Duration,
     warned: bool,
 }
 
 impl TokenLife {
-    pub(super) fn new(expires_at: u64) -> Self {
+    pub(super) fn new(expires_at: u64, leeway: Duration) -> Self {
         Self {
             expires_at,
+            leeway,
             warned: false,
         }
     }
@@ -45,7 +47,7 @@ impl TokenLife {
     pub(super) fn next(&self) -> (Instant, TokenStep) {
         let left = Duration::from_secs(self.expires_at).saturating_sub(unix_now());
         if self.warned {
-            let grace = left + Duration::from_secs(LEEWAY_SECS);
+            let grace = left + self.leeway;
             return (Instant::now() + grace, TokenStep::Expire);
         }
         let warn_in = left.saturating_sub(WARN_BEFORE);
@@ -76,7 +78,7 @@ mod tests {
     #[test]
     fn a_token_is_warned_about_thirty_seconds_ahead_then_expires_after_the_leeway() {
         let now = unix_now().as_secs();
-        let mut life = TokenLife::new(now + 100);
+        let mut life = TokenLife::new(now + 100, Duration::from_secs(30));
         let (at, step) = life.next();
         assert_eq!(step, TokenStep::Warn(30));
         let warn_in = at - Instant::now();
@@ -90,10 +92,10 @@ mod tests {
     #[test]
     fn a_token_with_little_left_is_warned_at_once_with_what_is_left() {
         let now = unix_now().as_secs();
-        let (at, step) = TokenLife::new(now + 10).next();
+        let (at, step) = TokenLife::new(now + 10, Duration::from_secs(30)).next();
         assert!(matches!(step, TokenStep::Warn(9 | 10)));
         assert!(at <= Instant::now());
-        let (_, step) = TokenLife::new(now.saturating_sub(5)).next();
+        let (_, step) = TokenLife::new(now.saturating_sub(5), Duration::from_secs(30)).next();
         assert_eq!(step, TokenStep::Warn(0));
     }
 }
