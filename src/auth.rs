@@ -137,7 +137,9 @@ impl Authenticator {
         });
         Self {
             jwt,
-            admin_token: admin_token.map(str::to_owned),
+            // Compared with the trimmed bearer value, so trimmed too: a
+            // secret file's trailing newline must not lock the admin out.
+            admin_token: admin_token.map(|t| t.trim().to_owned()),
         }
     }
 

@@ -249,7 +249,8 @@ pub struct Limits {
     #[arg(long, env = "ROOMD_MAX_ROOMS", default_value_t = 100_000)]
     pub max_rooms: u32,
 
-    /// Connections one user may have logged in at once (login fails, close 4030).
+    /// Connections one user may have logged in at once (login fails, close
+    /// 4030; 0: no cap).
     #[arg(long, env = "ROOMD_MAX_CONNECTIONS_PER_USER", default_value_t = 10)]
     pub max_connections_per_user: u32,
 

@@ -77,6 +77,11 @@ impl ApiError {
             ApiError::NotAMember(_) => ErrorCode::NotInRoom,
             ApiError::RoomNotFound(_) => ErrorCode::RoomNotFound,
             ApiError::NoRoute | ApiError::MethodNotAllowed => ErrorCode::UnknownOp,
+            // A read changes nothing, so say only what a client must do.
+            ApiError::Room(RoomError::Store(StoreError::Unavailable(e))) => {
+                tracing::warn!(error = %e, "database unavailable");
+                return ErrorBody::new(ErrorCode::Unavailable, "database unavailable, retry later");
+            }
             ApiError::Room(e) => return e.to_body(),
         };
         ErrorBody::new(code, self.to_string())

@@ -25,9 +25,14 @@ pub(crate) fn healthz() -> Response {
 }
 
 pub(crate) async fn readyz(ctx: Arc<HttpContext>) -> Response {
+    // Any failure is "not ready" (503), a fault as much as an outage.
     match tokio::time::timeout(READY_TIMEOUT, ctx.store.ping()).await {
         Ok(Ok(())) => warp::reply::json(&Status { status: "ready" }).into_response(),
-        Ok(Err(e)) => ApiError::from(e).into_response(),
+        Ok(Err(e @ StoreError::Unavailable(_))) => ApiError::from(e).into_response(),
+        Ok(Err(e)) => {
+            tracing::warn!(error = %e, "readiness check failed");
+            ApiError::from(StoreError::timed_out()).into_response()
+        }
         Err(_) => ApiError::from(StoreError::timed_out()).into_response(),
     }
 }

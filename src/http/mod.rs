@@ -13,7 +13,7 @@ mod rest;
 
 use std::convert::Infallible;
 use std::net::{IpAddr, SocketAddr};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use std::future::Future;
@@ -32,7 +32,7 @@ use warp::reply::{Reply, Response};
 use warp::{Filter, Rejection};
 
 use crate::auth::Authenticator;
-use crate::limits::{HttpConnections, RateLimits};
+use crate::limits::{AddressPlaces, HttpConnections, RateLimits, address_key};
 use crate::metrics::{Metrics, Refusal};
 use crate::store::Store;
 use crate::ws::{self, SessionContext};
@@ -41,6 +41,8 @@ pub(crate) use origin::OriginPolicy;
 
 /// How long shutdown waits for plain HTTP requests in flight.
 const REQUEST_DRAIN: Duration = Duration::from_secs(10);
+/// Bytes a connection may buffer while reading a request head.
+const MAX_HEAD_BYTES: usize = 64 * 1024;
 /// How long the accept loop pauses after a failed accept (out of file
 /// descriptors, usually), so it neither spins nor stops.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
@@ -86,34 +88,46 @@ pub(crate) async fn serve(
     let mut http1 = http1::Builder::new();
     http1
         .timer(TokioTimer::new())
-        .header_read_timeout(ctx.http_timeout);
+        .header_read_timeout(ctx.http_timeout)
+        // Request heads are small; hyper's default buffer (~400 KiB) would
+        // let each of many connections hold that much.
+        .max_buf_size(MAX_HEAD_BYTES);
     loop {
         let (tcp, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok(accepted) => accepted,
                 Err(e) => {
-                    // Out of file descriptors and the like: back off, keep serving.
+                    // Out of file descriptors and the like: back off, keep
+                    // serving; a connection that failed alone costs no pause.
                     tracing::warn!(error = %e, "accept failed");
-                    tokio::time::sleep(ACCEPT_BACKOFF).await;
+                    if is_resource_exhaustion(&e) {
+                        tokio::time::sleep(ACCEPT_BACKOFF).await;
+                    }
                     continue;
                 }
             },
             () = shutdown.cancelled() => break,
         };
-        let Some(places) = ctx.connections.open_for(&peer.ip()) else {
+        let Some(places) = ctx.connections.open_for(&address_key(peer.ip())) else {
             ctx.metrics.refused(Refusal::HttpConnections);
             drop(tcp);
             continue;
         };
+        // Held by the service, so given back when the connection ends,
+        // unless a WebSocket handshake takes them into its session.
+        let peer = Peer {
+            addr: peer,
+            places: Arc::new(Mutex::new(Some(places))),
+        };
         let (ctx, routes) = (ctx.clone(), routes.clone());
         let service = hyper::service::service_fn(move |req| {
-            serve_request(req, peer, ctx.clone(), routes.clone())
+            serve_request(req, peer.clone(), ctx.clone(), routes.clone())
         });
         let _ = tcp.set_nodelay(true);
         let connection = http1
             .serve_connection(TokioIo::new(tcp), service)
             .with_upgrades();
-        connections.spawn(serve_connection(connection, shutdown.clone(), places));
+        connections.spawn(serve_connection(connection, shutdown.clone()));
     }
     drop(listener);
     connections.close();
@@ -125,12 +139,19 @@ pub(crate) async fn serve(
     }
 }
 
+/// An accepted connection's client, and its places among the plain HTTP
+/// connections.
+#[derive(Clone)]
+struct Peer {
+    addr: SocketAddr,
+    places: Arc<Mutex<Option<AddressPlaces>>>,
+}
+
 /// Serves one HTTP/1.1 connection (upgrades allowed) until it ends or
 /// becomes a WebSocket; on shutdown, finishes the request in flight and
-/// closes. The connection holds its places among the HTTP connections
-/// until then. HTTP/2 is not spoken: nothing needs it, and its idle
-/// streams would outlive every timeout here.
-async fn serve_connection<C>(connection: C, shutdown: CancellationToken, places: impl Send)
+/// closes. HTTP/2 is not spoken: nothing needs it, and its idle streams
+/// would outlive every timeout here.
+async fn serve_connection<C>(connection: C, shutdown: CancellationToken)
 where
     C: Future<Output = Result<(), hyper::Error>> + GracefulConnection,
 {
@@ -145,7 +166,15 @@ where
     if let Err(e) = ended {
         tracing::debug!(error = %e, "HTTP connection ended with an error");
     }
-    drop(places);
+}
+
+/// Whether a failed accept means the process is out of something (file
+/// descriptors, memory), which waiting may give back.
+fn is_resource_exhaustion(e: &std::io::Error) -> bool {
+    matches!(
+        e.raw_os_error(),
+        Some(nix::libc::EMFILE | nix::libc::ENFILE | nix::libc::ENOBUFS | nix::libc::ENOMEM)
+    )
 }
 
 /// A connection that can be asked to finish its request and close.
@@ -169,7 +198,7 @@ where
 /// `/v1/ws` handshakes go to `ws`; everything else to the warp routes.
 async fn serve_request<S>(
     mut req: http::Request<Incoming>,
-    peer: SocketAddr,
+    peer: Peer,
     ctx: Arc<HttpContext>,
     mut routes: S,
 ) -> Result<Response, Infallible>
@@ -184,15 +213,19 @@ where
         .headers()
         .get("x-forwarded-for")
         .and_then(|v| v.to_str().ok());
-    let ip = client_ip(ctx.trust_forwarded_for, peer, forwarded);
+    let ip = client_ip(ctx.trust_forwarded_for, peer.addr, forwarded);
     if !websocket {
         req.extensions_mut().insert(ClientIp(ip));
         return tower_service::Service::call(&mut routes, req).await;
     }
-    Ok(match ws::accept(&mut req, Some(ip), ctx.sessions.clone()) {
-        Ok(accept) => switching_protocols(accept),
-        Err(e) => ApiError::BadRequest(e.to_string()).into_response(),
-    })
+    // Until it logs in, a session counts as its connection did.
+    let places = peer.places.lock().expect("places poisoned").take();
+    Ok(
+        match ws::accept(&mut req, Some(ip), places, ctx.sessions.clone()) {
+            Ok(accept) => switching_protocols(accept),
+            Err(e) => ApiError::BadRequest(e.to_string()).into_response(),
+        },
+    )
 }
 
 fn switching_protocols(accept: HeaderValue) -> Response {

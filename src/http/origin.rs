@@ -11,28 +11,33 @@ use warp::http::HeaderMap;
 use super::error::ApiError;
 
 #[derive(Debug, Clone)]
-pub(crate) enum OriginPolicy {
+pub(crate) struct OriginPolicy {
+    mode: Mode,
+    /// `--allowed-origins`, normalized: pages of these may connect (in open
+    /// mode besides same-origin ones, e.g. a dev server on another port).
+    allowed: Vec<String>,
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Mode {
     /// Open mode on a loopback address: a loopback `Host`, and an `Origin`
     /// (when a browser sends one) of that same host.
     OpenLoopback,
     /// Open mode with `--insecure-open`: any `Host`, same-origin pages only.
     OpenAnyHost,
-    /// Secured mode: pages of these origins only; empty, any.
-    Secured(Vec<String>),
+    /// Secured mode: pages of the allowed origins only; none listed, any.
+    Secured,
 }
 
 impl OriginPolicy {
     pub(crate) fn new(open: bool, loopback: bool, allowed: &[String]) -> Self {
-        match (open, loopback) {
-            (true, true) => Self::OpenLoopback,
-            (true, false) => Self::OpenAnyHost,
-            (false, _) => Self::Secured(
-                allowed
-                    .iter()
-                    .map(|o| o.trim().trim_end_matches('/').to_ascii_lowercase())
-                    .collect(),
-            ),
-        }
+        let mode = match (open, loopback) {
+            (true, true) => Mode::OpenLoopback,
+            (true, false) => Mode::OpenAnyHost,
+            (false, _) => Mode::Secured,
+        };
+        let allowed = allowed.iter().filter_map(|o| normalize_origin(o)).collect();
+        Self { mode, allowed }
     }
 
     /// Refuses a request this policy does not answer. `websocket`: the
@@ -40,29 +45,29 @@ impl OriginPolicy {
     pub(crate) fn check(&self, headers: &HeaderMap, websocket: bool) -> Result<(), ApiError> {
         let host = header(headers, "host");
         let origin = header(headers, "origin");
-        match self {
-            Self::OpenLoopback => {
-                if !host.is_some_and(is_loopback_host) {
-                    return Err(ApiError::Forbidden(
-                        "in open mode roomd answers only requests for a loopback Host".into(),
-                    ));
-                }
-                same_origin(origin, host)
-            }
-            Self::OpenAnyHost => same_origin(origin, host),
-            Self::Secured(allowed) => match origin {
-                Some(origin) if websocket && !allowed.is_empty() => {
-                    let origin = origin.trim_end_matches('/').to_ascii_lowercase();
-                    if allowed.contains(&origin) {
-                        Ok(())
-                    } else {
-                        Err(ApiError::Forbidden(format!(
-                            "pages of origin {origin} may not connect (--allowed-origins)"
-                        )))
-                    }
-                }
-                _ => Ok(()),
-            },
+        if let Mode::OpenLoopback = self.mode
+            && !host.is_some_and(is_loopback_host)
+        {
+            return Err(ApiError::Forbidden(
+                "in open mode roomd answers only requests for a loopback Host".into(),
+            ));
+        }
+        let Some(origin) = origin else {
+            // Not a web page's request.
+            return Ok(());
+        };
+        let origin = normalize_origin(origin);
+        let listed = origin.as_ref().is_some_and(|o| self.allowed.contains(o));
+        match self.mode {
+            Mode::Secured if !websocket || self.allowed.is_empty() || listed => Ok(()),
+            Mode::Secured => Err(ApiError::Forbidden(
+                "pages of this origin may not connect (--allowed-origins)".into(),
+            )),
+            _ if listed || origin.is_some_and(|o| same_origin(&o, host)) => Ok(()),
+            _ => Err(ApiError::Forbidden(
+                "in open mode only pages served by this roomd (or --allowed-origins) may connect"
+                    .into(),
+            )),
         }
     }
 }
@@ -71,19 +76,30 @@ fn header<'h>(headers: &'h HeaderMap, name: &str) -> Option<&'h str> {
     headers.get(name).and_then(|v| v.to_str().ok())
 }
 
-/// Without an `Origin` the request is not a web page's; with one, the
-/// page must come from the host it talks to.
-fn same_origin(origin: Option<&str>, host: Option<&str>) -> Result<(), ApiError> {
-    let Some(origin) = origin else {
-        return Ok(());
+/// `scheme://host[:port]`, lowercase, without a trailing `/` or the
+/// scheme's default port; `None` for what is not such an origin (`null`).
+fn normalize_origin(origin: &str) -> Option<String> {
+    let origin = origin.trim().trim_end_matches('/').to_ascii_lowercase();
+    let (scheme, authority) = origin.split_once("://")?;
+    let default_port = match scheme {
+        "http" => ":80",
+        "https" => ":443",
+        _ => "",
     };
-    let authority = origin.split_once("://").map(|(_, rest)| rest);
-    match (authority, host) {
-        (Some(authority), Some(host)) if authority.eq_ignore_ascii_case(host) => Ok(()),
-        _ => Err(ApiError::Forbidden(
-            "in open mode only pages served by this roomd may connect".into(),
-        )),
-    }
+    let authority = authority
+        .strip_suffix(default_port)
+        .filter(|_| !default_port.is_empty())
+        .unwrap_or(authority);
+    Some(format!("{scheme}://{authority}"))
+}
+
+/// Whether a (normalized) origin is the host the request was sent to.
+fn same_origin(origin: &str, host: Option<&str>) -> bool {
+    let (Some((scheme, authority)), Some(host)) = (origin.split_once("://"), host) else {
+        return false;
+    };
+    normalize_origin(&format!("{scheme}://{host}"))
+        .is_some_and(|h| h == format!("{scheme}://{authority}"))
 }
 
 /// `localhost`, `127.x.y.z` or `[::1]`, with or without a port.
@@ -130,6 +146,17 @@ mod tests {
         assert!(!ok(None, None));
         assert!(!ok(Some("127.0.0.1:8080"), Some("http://evil.example")));
         assert!(!ok(Some("127.0.0.1:8080"), Some("null")));
+        assert!(ok(Some("localhost:80"), Some("http://localhost")));
+        assert!(ok(Some("LOCALHOST"), Some("http://localhost:80/")));
+    }
+
+    #[test]
+    fn open_mode_also_lets_listed_origins_in() {
+        let policy = OriginPolicy::new(true, true, &["http://localhost:5173".into()]);
+        let vite = headers(Some("127.0.0.1:8080"), Some("http://localhost:5173"));
+        assert!(policy.check(&vite, true).is_ok());
+        let other = headers(Some("127.0.0.1:8080"), Some("http://localhost:3000"));
+        assert!(policy.check(&other, true).is_err());
     }
 
     #[test]
@@ -139,7 +166,7 @@ mod tests {
             any.check(&headers(Some("x"), Some("https://a.example")), true)
                 .is_ok()
         );
-        let listed = OriginPolicy::new(false, false, &["https://app.example/".into()]);
+        let listed = OriginPolicy::new(false, false, &["https://app.example:443/".into()]);
         assert!(
             listed
                 .check(&headers(Some("x"), Some("https://APP.example")), true)

@@ -76,7 +76,7 @@ fn room_id(segment: &str) -> Result<RoomId, ApiError> {
 
 /// Who is asking, from the `Authorization` header: also the REST rate
 /// limit's key (the admin, a trusted backend, is not limited).
-pub(crate) fn reader(ctx: &HttpContext, request: &Request<'_>) -> Result<Reader, ApiError> {
+fn identify(ctx: &HttpContext, request: &Request<'_>) -> Result<Reader, ApiError> {
     let reader = ctx.auth.reader(request.authorization);
     let client = match &reader {
         Ok(Reader::Admin) => None,
@@ -117,7 +117,6 @@ pub(crate) async fn room_messages(
     room: &str,
     request: Request<'_>,
 ) -> Result<MessagePage, ApiError> {
-    let reader = reader(ctx, &request)?;
     let room_id = room_id(room)?;
     let query = Query::parse(
         request.query,
@@ -127,13 +126,16 @@ pub(crate) async fn room_messages(
         .ok_or_else(|| {
             ApiError::BadRequest("beforeSeq, afterSeq: give at most one of them".into())
         })?;
+    let (limit, since, until) = (
+        query.count("limit", DEFAULT_LIMIT, MAX_LIMIT)?,
+        query.time("since")?,
+        query.time("until")?,
+    );
+    let reader = identify(ctx, &request)?;
     let page = PageRequest {
         cursor,
-        limit: query.count("limit", DEFAULT_LIMIT, MAX_LIMIT)?,
-        range: TimeRange {
-            since: query.time("since")?,
-            until: query.time("until")?,
-        },
+        limit,
+        range: TimeRange { since, until },
         floor: authorize(ctx, &room_id, reader).await?,
         max_bytes: ctx.history_page_bytes as i64,
     };
@@ -202,8 +204,8 @@ pub(crate) async fn room_info(
     room: &str,
     request: Request<'_>,
 ) -> Result<RoomBody, ApiError> {
-    let reader = reader(ctx, &request)?;
     let room_id = room_id(room)?;
+    let reader = identify(ctx, &request)?;
     authorize(ctx, &room_id, reader).await?;
     let details = ctx
         .store
@@ -229,18 +231,16 @@ pub(crate) async fn room_members(
     room: &str,
     request: Request<'_>,
 ) -> Result<MemberPage, ApiError> {
-    let reader = reader(ctx, &request)?;
     let room_id = room_id(room)?;
     let query = Query::parse(request.query, &["nextFlag", "count"])?;
     let count = query.count("count", MAX_PAGE, MAX_PAGE)?;
+    let next_flag = query.flag("nextFlag")?;
+    let reader = identify(ctx, &request)?;
     authorize(ctx, &room_id, reader).await?;
     if ctx.store.room_details(&room_id).await?.is_none() {
         return Err(ApiError::RoomNotFound(room_id));
     }
-    let (member_list, next_flag) = ctx
-        .store
-        .member_page(&room_id, query.flag("nextFlag")?, count)
-        .await?;
+    let (member_list, next_flag) = ctx.store.member_page(&room_id, next_flag, count).await?;
     Ok(MemberPage {
         member_list,
         next_flag,

@@ -66,6 +66,21 @@ fn quota(per_second: NonZeroU32, burst: NonZeroU32) -> Quota {
     Quota::per_second(per_second).allow_burst(burst)
 }
 
+/// The address limits are kept per: an IPv4 address, or the /64 network
+/// of an IPv6 one (a single host may hold all 2^64 of its addresses).
+pub(crate) fn address_key(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V4(_) => ip,
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => {
+                let network = u128::from(v6) & !((1u128 << 64) - 1);
+                IpAddr::V6(network.into())
+            }
+        },
+    }
+}
+
 /// Who a REST request's rate is counted against: the user of its token,
 /// or its address when it has none.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -120,12 +135,16 @@ impl RateLimits {
 
     /// One login attempt from this address.
     pub(crate) fn login(&self, ip: IpAddr) -> Result<(), Limited> {
-        check_keyed(&self.logins, &ip, &self.clock)
+        check_keyed(&self.logins, &address_key(ip), &self.clock)
     }
 
     /// One REST request from this client.
     pub(crate) fn rest(&self, client: &RestClient) -> Result<(), Limited> {
-        check_keyed(&self.rest, client, &self.clock)
+        let key = match client {
+            RestClient::Address(ip) => RestClient::Address(address_key(*ip)),
+            user => user.clone(),
+        };
+        check_keyed(&self.rest, &key, &self.clock)
     }
 
     /// Forgets users and addresses that have been quiet long enough that
@@ -174,4 +193,22 @@ impl ConnectionRates {
     }
 }
 
-pub(crate) use places::{Connections, HttpConnections, KeyedPlace, Place};
+pub(crate) use places::{AddressPlaces, Connections, HttpConnections, KeyedPlace, Place};
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ipv6_clients_are_limited_per_64_network() {
+        let a: IpAddr = "2001:db8:1:2:aaaa::1".parse().unwrap();
+        let b: IpAddr = "2001:db8:1:2:bbbb::2".parse().unwrap();
+        let other: IpAddr = "2001:db8:1:3::1".parse().unwrap();
+        assert_eq!(address_key(a), address_key(b));
+        assert_ne!(address_key(a), address_key(other));
+        let v4: IpAddr = "10.1.2.3".parse().unwrap();
+        assert_eq!(address_key(v4), v4);
+        let mapped: IpAddr = "::ffff:10.1.2.3".parse().unwrap();
+        assert_eq!(address_key(mapped), v4);
+    }
+}

@@ -13,9 +13,12 @@ use crate::domain::UserId;
 
 /// WebSocket sessions: in the process, and per logged-in user.
 pub(crate) type Connections = Places<UserId>;
-/// Plain HTTP connections (not yet upgraded): in the process, and per
-/// client address.
+/// Plain HTTP connections (and WebSocket sessions not yet logged in): in
+/// the process, and per client address.
 pub(crate) type HttpConnections = Places<IpAddr>;
+
+/// What one unauthenticated connection holds among [`HttpConnections`].
+pub(crate) type AddressPlaces = (Place<IpAddr>, KeyedPlace<IpAddr>);
 
 #[derive(Debug)]
 pub(crate) struct Places<K> {

@@ -2,6 +2,7 @@
 //! recipient.
 
 use serde::Serialize;
+use serde_json::value::RawValue;
 
 use crate::domain::{RoomId, RoomMessage, UserInfo};
 
@@ -24,7 +25,7 @@ pub(crate) enum Event<'a> {
     MessagesReceived {
         #[serde(rename = "roomID")]
         room_id: &'a RoomId,
-        message_list: &'a [&'a RoomMessage],
+        message_list: MessageList<'a>,
     },
     /// The session's token expires soon; the client should `renewToken`.
     #[serde(rename = "tokenWillExpire", rename_all = "camelCase")]
@@ -39,6 +40,15 @@ pub(crate) enum Event<'a> {
         state: RoomState,
         reason: RoomStateReason,
     },
+}
+
+/// A `messageList`: messages as committed (fan-out), or already serialized
+/// within a byte budget (catch-up pages).
+#[derive(Debug, Clone, Copy, Serialize)]
+#[serde(untagged)]
+pub(crate) enum MessageList<'a> {
+    Committed(&'a [&'a RoomMessage]),
+    Serialized(&'a [Box<RawValue>]),
 }
 
 /// ZIM's `RoomState`, as far as roomd reports it.

@@ -17,7 +17,7 @@ use serde_json::{Map, Value};
 use crate::domain::RoomMessage;
 
 pub(crate) use error::{ErrorBody, ErrorCode};
-pub(crate) use event::{Event, RoomState, RoomStateReason};
+pub(crate) use event::{Event, MessageList, RoomState, RoomStateReason};
 pub(crate) use ops::{MAX_PAGE, Request};
 
 /// A frame that could not become a request: the reply to send instead.

@@ -10,10 +10,10 @@ use serde_json::Value;
 use super::hub::{RoomGuard, Subscriber};
 use super::{Caller, RoomError, Rooms};
 use crate::config::MAX_DESTROY_DELAY;
-use crate::domain::{HistoryCursor, RoomId, RoomInfo, RoomMessage, UserId};
+use crate::domain::{HistoryCursor, RoomId, RoomInfo, UserId};
 use crate::outbox::Frame;
-use crate::protocol::Event;
 use crate::protocol::ops::{Entry, EntryMode, NewRoom};
+use crate::protocol::{self, Event, MessageList};
 use crate::store::{self, Joined, StoreError};
 
 /// Room attributes, as ZIM bounds them.
@@ -135,12 +135,16 @@ impl Rooms {
             );
             let (mut page, _) = self.store.message_page(room_id, request).await?;
             page.retain(|m| m.seq <= last);
-            let Some(newest) = page.last() else { break };
+            // Within the page budget as JSON too, from the oldest on.
+            let budget = self.settings.history_page_bytes;
+            let (serialized, _) = protocol::bounded_page(&page, budget, false);
+            let Some(newest) = serialized.len().checked_sub(1).map(|i| &page[i]) else {
+                break;
+            };
             after = newest.seq;
-            let page: Vec<&RoomMessage> = page.iter().collect();
             let event = Event::MessagesReceived {
                 room_id,
-                message_list: &page,
+                message_list: MessageList::Serialized(&serialized),
             };
             if !caller.outbox.send(Frame::from(event.to_json())).await {
                 break;

@@ -31,7 +31,7 @@ use crate::domain::{HistoryCursor, MessageType, RoomId, RoomMessage, TimeRange};
 use crate::metrics::Metrics;
 use crate::outbox::{ConnId, Frame};
 use crate::protocol::ops::{OutgoingMessage, SendMessage};
-use crate::protocol::{self, Event};
+use crate::protocol::{self, Event, MessageList};
 use crate::store::{Appended, PageRequest, Pending, Store, StoreError};
 
 /// Messages stored per transaction at most.
@@ -248,7 +248,7 @@ fn fan_out(room: &mut RoomGuard<'_>, stored: &[(ConnId, &RoomMessage)]) {
         Frame::from(
             Event::MessagesReceived {
                 room_id,
-                message_list: list,
+                message_list: MessageList::Committed(list),
             }
             .to_json(),
         )

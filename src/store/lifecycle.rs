@@ -75,6 +75,15 @@ pub(super) async fn create_in(
     if !created {
         return Ok(Err(Refused::Exists));
     }
+    // Counting under READ COMMITTED sees only committed rooms: creations
+    // take turns here, so each counts the ones before it.
+    sqlx::query!(
+        r#"select true as "locked!" from (select pg_advisory_xact_lock($1)) l"#,
+        CREATION_LOCK
+    )
+    .fetch_one(&mut *tx)
+    .await?;
+    forget_earlier_client_ids(tx, room.room_id).await?;
     let counts = sqlx::query!(
         r#"select (select count(*) from (select 1 from rooms limit $1) live) as "live!",
                   (select count(*) from (select 1 from rooms where created_by = $2 limit $3) own)
@@ -92,6 +101,27 @@ pub(super) async fn create_in(
         return Ok(Err(Refused::CreatorLimit));
     }
     Ok(Ok(()))
+}
+
+/// The advisory lock room creations take turns on ("roomd" in ASCII).
+const CREATION_LOCK: i64 = 0x72_6f6f_6d64;
+
+/// A clientMessageID deduplicates within one life of a room: a new life
+/// must store a message whose id was used in an earlier one (a client may
+/// number its messages per room). The earlier life's ids are dropped; its
+/// messages stay. Found through the partial unique index on the ids.
+async fn forget_earlier_client_ids(
+    tx: &mut PgConnection,
+    room_id: &RoomId,
+) -> Result<(), StoreError> {
+    sqlx::query!(
+        "update messages set client_message_id = null
+          where room_id = $1 and client_message_id is not null",
+        room_id.as_str()
+    )
+    .execute(&mut *tx)
+    .await?;
+    Ok(())
 }
 
 /// Stored names were validated on the way in; this only guards a hand-edited row.

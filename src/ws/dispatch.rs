@@ -266,6 +266,7 @@ impl Session {
             return Ok(());
         };
         self.user_slot = Some(slot);
+        self.unauthenticated = None;
         let leeway = self.ctx.settings.token_leeway;
         self.token = logged_in.expires_at.map(|exp| TokenLife::new(exp, leeway));
         tracing::Span::current().record("user", user.user_id.as_str());

@@ -24,7 +24,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::auth::Authenticator;
 use crate::config::Config;
-use crate::limits::{Connections, RateLimits};
+use crate::limits::{AddressPlaces, Connections, RateLimits};
 use crate::metrics::Metrics;
 use crate::rooms::Rooms;
 
@@ -90,10 +90,12 @@ pub(crate) struct NotAnUpgrade;
 /// Accepts a WebSocket handshake: once the HTTP layer has answered with
 /// `101 Switching Protocols` and the returned `Sec-WebSocket-Accept`, the
 /// connection becomes a session. `ip` is the client's address, for
-/// per-address login limits.
+/// per-address login limits; `unauthenticated` the connection's places
+/// among unauthenticated connections, which the session keeps until login.
 pub(crate) fn accept<B: Send + 'static>(
     req: &mut Request<B>,
     ip: Option<IpAddr>,
+    unauthenticated: Option<AddressPlaces>,
     ctx: Arc<SessionContext>,
 ) -> Result<HeaderValue, NotAnUpgrade> {
     let key = handshake_key(req.method(), req.headers()).ok_or(NotAnUpgrade)?;
@@ -116,7 +118,8 @@ pub(crate) fn accept<B: Send + 'static>(
                 .await;
                 // A task of its own, sized for the session alone: this
                 // upgrade task (and its larger future) ends here.
-                ctx.sessions.clone().spawn(session::serve(socket, ctx, ip));
+                let session = session::serve(socket, ctx.clone(), ip, unauthenticated);
+                ctx.sessions.spawn(session);
             }
             Err(e) => tracing::debug!(error = %e, "WebSocket upgrade failed"),
         }

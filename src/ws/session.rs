@@ -26,7 +26,7 @@ use super::writer::{close_frame, write_loop};
 use super::{SessionContext, WebSocket};
 use crate::domain::RoomId;
 use crate::domain::UserId;
-use crate::limits::{ConnectionRates, KeyedPlace, Limited, Place};
+use crate::limits::{AddressPlaces, ConnectionRates, KeyedPlace, Limited, Place};
 use crate::metrics::Refusal;
 use crate::outbox::{CloseReason, Closer, ConnId, Frame, Outbox, next_conn_id};
 use crate::protocol::{self, ErrorBody, ErrorCode, Event};
@@ -61,6 +61,9 @@ pub(super) struct Session {
     pub(super) joined: BTreeSet<RoomId>,
     /// This connection's place in the process-wide connection count.
     _slot: Place<UserId>,
+    /// Its places among unauthenticated connections, until it logs in, so
+    /// one address cannot fill the server with sessions that never do.
+    pub(super) unauthenticated: Option<AddressPlaces>,
     /// Its place in the user's connection count, once logged in.
     pub(super) user_slot: Option<KeyedPlace<UserId>>,
     /// The session's token, once logged in with one.
@@ -69,13 +72,26 @@ pub(super) struct Session {
 
 /// Runs a connection until it closes, inside a span naming the connection
 /// (and, once logged in, its user) for every log line it causes.
-pub(super) async fn serve(socket: WebSocket, ctx: Arc<SessionContext>, ip: Option<IpAddr>) {
+pub(super) async fn serve(
+    socket: WebSocket,
+    ctx: Arc<SessionContext>,
+    ip: Option<IpAddr>,
+    unauthenticated: Option<AddressPlaces>,
+) {
     let conn = next_conn_id();
     let span = tracing::info_span!("connection", conn, user = tracing::field::Empty);
-    run(socket, ctx, ip, conn).instrument(span).await
+    run(socket, ctx, ip, unauthenticated, conn)
+        .instrument(span)
+        .await
 }
 
-async fn run(socket: WebSocket, ctx: Arc<SessionContext>, ip: Option<IpAddr>, conn: ConnId) {
+async fn run(
+    socket: WebSocket,
+    ctx: Arc<SessionContext>,
+    ip: Option<IpAddr>,
+    unauthenticated: Option<AddressPlaces>,
+    conn: ConnId,
+) {
     let Some(slot) = ctx.connections.open() else {
         ctx.metrics.refused(Refusal::Connections);
         let mut socket = socket;
@@ -98,6 +114,7 @@ async fn run(socket: WebSocket, ctx: Arc<SessionContext>, ip: Option<IpAddr>, co
         caller: None,
         joined: BTreeSet::new(),
         _slot: slot,
+        unauthenticated,
         user_slot: None,
         token: None,
     };
@@ -254,9 +271,15 @@ impl Session {
     /// A frame that could not be read: the close code RFC 6455 names for
     /// it, or no Close frame at all when the connection itself failed.
     fn read_failed(&self, e: &tungstenite::Error) -> Ended {
+        use tungstenite::error::ProtocolError;
         match e {
             tungstenite::Error::Capacity(_) => self.closer.close(CloseReason::FRAME_TOO_LARGE),
             tungstenite::Error::Utf8(_) => self.closer.close(CloseReason::INVALID_UTF8),
+            // A peer that just went away (EOF without a Close) is a drop,
+            // not a violation: nobody is left to tell.
+            tungstenite::Error::Protocol(ProtocolError::ResetWithoutClosingHandshake) => {
+                self.closer.abort();
+            }
             tungstenite::Error::Protocol(_) => self.closer.close(CloseReason::PROTOCOL_ERROR),
             _ => {
                 tracing::debug!(error = %e, "read failed");

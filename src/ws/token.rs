@@ -9,6 +9,8 @@ use tokio::time::Instant;
 
 /// How long before expiry the client is told to renew, as in ZIM.
 const WARN_BEFORE: Duration = Duration::from_secs(30);
+/// Timers never reach further than this (a token may claim any `exp`).
+const FARTHEST: Duration = Duration::from_secs(365 * 24 * 3600);
 
 /// What happens when the token's timer fires.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -43,12 +45,17 @@ impl TokenLife {
         self.expires_at.saturating_mul(1000)
     }
 
-    /// When the timer fires next, and what it then does.
+    /// When the timer fires next, and what it then does. The session ends
+    /// at `exp` plus the leeway, measured from `exp` (a token accepted
+    /// within its leeway gets only what is left of it).
     pub(super) fn next(&self) -> (Instant, TokenStep) {
-        let left = Duration::from_secs(self.expires_at).saturating_sub(unix_now());
+        let expires = Duration::from_secs(self.expires_at);
+        let left = expires.saturating_sub(unix_now()).min(FARTHEST);
         if self.warned {
-            let grace = left + self.leeway;
-            return (Instant::now() + grace, TokenStep::Expire);
+            let ends = (expires + self.leeway)
+                .saturating_sub(unix_now())
+                .min(FARTHEST);
+            return (Instant::now() + ends, TokenStep::Expire);
         }
         let warn_in = left.saturating_sub(WARN_BEFORE);
         let seconds_left = if warn_in.is_zero() {
@@ -87,6 +94,18 @@ mod tests {
         let (at, step) = life.next();
         assert_eq!(step, TokenStep::Expire);
         assert!(at - Instant::now() > Duration::from_secs(128));
+    }
+
+    #[test]
+    fn a_token_past_its_exp_gets_only_what_is_left_of_the_leeway() {
+        let now = unix_now().as_secs();
+        let mut life = TokenLife::new(now.saturating_sub(20), Duration::from_secs(30));
+        life.warned();
+        let (at, step) = life.next();
+        assert_eq!(step, TokenStep::Expire);
+        assert!(at - Instant::now() <= Duration::from_secs(11));
+        let (at, _) = TokenLife::new(u64::MAX, Duration::from_secs(30)).next();
+        assert!(at > Instant::now());
     }
 
     #[test]

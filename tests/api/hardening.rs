@@ -621,3 +621,54 @@ async fn head_is_answered_and_a_malformed_websocket_key_is_refused() {
         "{answer:?}"
     );
 }
+
+#[tokio::test]
+async fn sessions_count_against_their_address_until_they_log_in() {
+    let mut config = test_config(&fresh_database().await);
+    config.limits.max_http_connections_per_ip = 2;
+    let app = spawn_app_with(config).await;
+    let mut first = app.connect().await;
+    let _second = app.connect().await;
+    // Two sessions that have not logged in hold the address's two places.
+    let mut refused = TcpStream::connect(app.addr).await.unwrap();
+    closed_within(&mut refused, WAIT).await;
+    // Logged in, a session no longer counts against its address.
+    first.login("alice").await;
+    let mut third = app.try_connect().await.expect("a place came back at login");
+    third.login("bob").await;
+}
+
+#[tokio::test]
+async fn a_client_message_id_of_an_earlier_life_stores_a_new_message() {
+    let app = spawn_app_with(test_config(&fresh_database().await)).await;
+    let mut alice = app.client("alice").await;
+    alice.create("r").await;
+    let old = alice.say_with_id("r", "first life", "alice-1").await;
+    alice.leave("r").await;
+    app.wait_until_gone("r", WAIT).await;
+    alice.create("r").await;
+    let mut bob = app.client("bob").await;
+    bob.join("r").await;
+    let new = alice.say_with_id("r", "second life", "alice-1").await;
+    assert_eq!(new["seq"], old["seq"].as_i64().unwrap() + 1);
+    assert_eq!(new["message"], "second life");
+    bob.expect_message(&new).await;
+    // Within the life, the id still deduplicates.
+    let again = alice.say_with_id("r", "resent", "alice-1").await;
+    assert_eq!(again, new);
+}
+
+#[tokio::test]
+async fn a_client_that_just_goes_away_is_not_counted_as_a_protocol_violation() {
+    let app = spawn_app_with(test_config(&fresh_database().await)).await;
+    let mut alice = app.client("alice").await;
+    alice.create("r").await;
+    let mut bob = app.client("bob").await;
+    bob.join("r").await;
+    alice.expect_joined("bob").await;
+    drop(bob);
+    alice.expect_left("bob").await;
+    let violations =
+        r#"roomd_connections_closed_total{code="1002",reason="WebSocket protocol error"}"#;
+    assert_eq!(app.metric(violations).await, 0.0);
+}
