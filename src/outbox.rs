@@ -89,6 +89,10 @@ impl CloseReason {
     };
 }
 
+/// How long a reply waits for room in a full queue before the connection
+/// is closed as a slow consumer.
+const REPLY_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// The sending half of a connection's bounded outbound queue.
 ///
 /// Replies to the connection's own requests wait for room in the queue;
@@ -177,13 +181,19 @@ impl Outbox {
 
     /// Queues a reply (or catch-up) frame, waiting for room. Returns false
     /// when the connection is gone. Replies answer the connection's own
-    /// requests, so waiting only slows that connection.
+    /// requests, so waiting only slows that connection; but a client that
+    /// reads nothing for [`REPLY_WAIT`] is closed as a slow consumer, or
+    /// its session would wait forever and no timer of it could fire.
     pub(crate) async fn send(&self, frame: Frame) -> bool {
         let len = frame.len();
         self.queued_bytes.fetch_add(len, Ordering::AcqRel);
         let sent = tokio::select! {
             sent = self.queue.send(frame) => sent.is_ok(),
             () = self.closer.closed() => false,
+            () = tokio::time::sleep(REPLY_WAIT) => {
+                self.closer.close(CloseReason::SLOW_CONSUMER);
+                false
+            }
         };
         if !sent {
             self.queued_bytes.fetch_sub(len, Ordering::AcqRel);
@@ -284,6 +294,14 @@ mod tests {
             "a closed connection takes no reply"
         );
         assert_eq!(closer.reason(), Some(CloseReason::IDLE));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_reply_to_a_client_that_reads_nothing_gives_up_as_a_slow_consumer() {
+        let (outbox, _queue, closer) = Outbox::new(1, 1024);
+        assert!(outbox.send(frame("fills the queue")).await);
+        assert!(!outbox.send(frame("never fits")).await);
+        assert_eq!(closer.reason(), Some(CloseReason::SLOW_CONSUMER));
     }
 
     #[test]
