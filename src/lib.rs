@@ -7,10 +7,12 @@
 //! # Map, from the top floor down (each imports only what is below it)
 //!
 //! - [`app`]: the composition root; builds everything from a [`Config`].
-//! - `http/`: the accept loop, REST reads, health and metrics, the embedded
-//!   chat page and JavaScript client, and REST's error type.
+//! - `http/`: the accept loop (HTTP/1.1, timeouts, connection caps), the
+//!   Host/Origin policy, REST reads, health and metrics, the embedded chat
+//!   page and JavaScript client, and REST's error type.
 //! - `ws/`: the WebSocket handshake, one session per connection
-//!   (`session.rs`), what each request does (`dispatch.rs`), the writer.
+//!   (`session.rs`), what each request does (`dispatch.rs`), the session's
+//!   token over its life (`token.rs`), the writer.
 //! - `rooms/`: the room service: one file per family of ops with its rules
 //!   (`entry.rs`, `membership.rs`, `messages.rs` with the group committer),
 //!   the local fan-out hub, and `error.rs`, the one mapping of any failure
@@ -22,8 +24,9 @@
 //!   memory only caches.
 //! - `outbox`: a connection's bounded outbound queue, what rooms deliver
 //!   into and the writer drains.
-//! - `auth`, `limits`, `metrics`: login tokens and REST readers; rates,
-//!   counts and sizes; counters for `GET /metrics`.
+//! - `auth`, `limits/`, `metrics`: login tokens and REST readers; rates,
+//!   sizes and counted places (connections per process, user, address);
+//!   counters for `GET /metrics`.
 //! - `domain/`, [`config`]: validated values (ids, names, messages,
 //!   cursors) and every setting; they import nothing of ours but each other.
 //! - [`embedded_pg`], [`telemetry`]: the private PostgreSQL when no database

@@ -69,6 +69,17 @@ pub(crate) enum RoomRequest {
         room_id: RoomId,
     },
     LeaveAll,
+    /// A read of a room this connection has joined.
+    Query(RoomQuery),
+    /// A new token for the session, before the old one expires.
+    RenewToken {
+        token: String,
+    },
+}
+
+/// The reads: they change nothing, and each needs the room joined.
+#[derive(Debug, Clone)]
+pub(crate) enum RoomQuery {
     History {
         room_id: RoomId,
         cursor: HistoryCursor,
@@ -81,10 +92,6 @@ pub(crate) enum RoomRequest {
     },
     MemberCount {
         room_id: RoomId,
-    },
-    /// A new token for the session, before the old one expires.
-    RenewToken {
-        token: String,
     },
 }
 
@@ -126,6 +133,7 @@ pub(crate) struct RoomConfig {
 /// Decodes one op's fields; the envelope (`id`, `op`) is already read.
 pub(crate) fn decode_op(op: &str, body: Value) -> Result<Request, ErrorBody> {
     let room = Request::Room;
+    let query = |q| Request::Room(RoomRequest::Query(q));
     Ok(match op {
         "login" => Request::Login(fields(body)?),
         "sendRoomMessage" => Request::Send(fields::<SendFields>(body)?.into()),
@@ -137,9 +145,9 @@ pub(crate) fn decode_op(op: &str, body: Value) -> Result<Request, ErrorBody> {
             room_id: fields::<RoomFields>(body)?.room_id,
         }),
         "leaveAllRoom" => room(RoomRequest::LeaveAll),
-        "queryHistoryMessage" => room(fields::<HistoryFields>(body)?.try_into()?),
-        "queryRoomMemberList" => room(fields::<MemberListFields>(body)?.try_into()?),
-        "queryRoomOnlineMemberCount" => room(RoomRequest::MemberCount {
+        "queryHistoryMessage" => query(fields::<HistoryFields>(body)?.try_into()?),
+        "queryRoomMemberList" => query(fields::<MemberListFields>(body)?.try_into()?),
+        "queryRoomOnlineMemberCount" => query(RoomQuery::MemberCount {
             room_id: fields::<RoomFields>(body)?.room_id,
         }),
         "renewToken" => room(RoomRequest::RenewToken {
@@ -298,14 +306,14 @@ struct HistoryFields {
     count: Option<u32>,
 }
 
-impl TryFrom<HistoryFields> for RoomRequest {
+impl TryFrom<HistoryFields> for RoomQuery {
     type Error = ErrorBody;
     fn try_from(f: HistoryFields) -> Result<Self, ErrorBody> {
         let before = seq_bound("beforeSeq", f.before_seq)?;
         let after = seq_bound("afterSeq", f.after_seq)?;
         let cursor = HistoryCursor::from_bounds(before, after)
             .ok_or_else(|| ErrorBody::invalid("beforeSeq, afterSeq: give at most one of them"))?;
-        Ok(RoomRequest::History {
+        Ok(RoomQuery::History {
             room_id: f.room_id,
             cursor,
             count: page_size(f.count, DEFAULT_HISTORY_PAGE)?,
@@ -322,7 +330,7 @@ struct MemberListFields {
     count: Option<u32>,
 }
 
-impl TryFrom<MemberListFields> for RoomRequest {
+impl TryFrom<MemberListFields> for RoomQuery {
     type Error = ErrorBody;
     fn try_from(f: MemberListFields) -> Result<Self, ErrorBody> {
         let next_flag = f.next_flag.filter(|flag| !flag.is_empty());
@@ -335,7 +343,7 @@ impl TryFrom<MemberListFields> for RoomRequest {
                 "nextFlag: not a flag this server gave; pass the nextFlag of the page before",
             ));
         }
-        Ok(RoomRequest::MemberList {
+        Ok(RoomQuery::MemberList {
             room_id: f.room_id,
             next_flag,
             count: page_size(f.count, MAX_PAGE)?,

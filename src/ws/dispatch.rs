@@ -9,7 +9,7 @@ use super::session::{InFlight, MAX_SENDS_IN_FLIGHT, SendReply, Session};
 use super::token::TokenLife;
 use crate::metrics::Refusal;
 use crate::outbox::{CloseReason, Frame};
-use crate::protocol::ops::{self, Login, RoomRequest, SendMessage};
+use crate::protocol::ops::{self, Login, RoomQuery, RoomRequest, SendMessage};
 use crate::protocol::{self, ErrorBody, ErrorCode, Event, Request, RoomState, RoomStateReason};
 use crate::rooms::{Caller, Entered, RoomError};
 use crate::store::{Appended, StoreError};
@@ -132,15 +132,23 @@ impl Session {
                 let left = self.leave_all(caller).await?;
                 protocol::ok_reply(id, &ops::LeftAll { room_ids: &left })
             }
-            RoomRequest::History {
+            RoomRequest::Query(query) => self.query(id, caller, query).await.map_err(wire)?,
+            RoomRequest::RenewToken { token } => return self.renew_token(id, caller, &token).await,
+        };
+        self.reply(reply).await;
+        Ok(())
+    }
+
+    /// A read's reply.
+    async fn query(&self, id: u32, caller: &Caller, query: RoomQuery) -> Result<String, RoomError> {
+        let rooms = &self.ctx.rooms;
+        Ok(match query {
+            RoomQuery::History {
                 room_id,
                 cursor,
                 count,
             } => {
-                let (messages, has_more) = rooms
-                    .history(caller, &room_id, cursor, count)
-                    .await
-                    .map_err(wire)?;
+                let (messages, has_more) = rooms.history(caller, &room_id, cursor, count).await?;
                 let page = ops::HistoryPage {
                     room_id: &room_id,
                     message_list: &messages,
@@ -148,15 +156,14 @@ impl Session {
                 };
                 protocol::ok_reply(id, &page)
             }
-            RoomRequest::MemberList {
+            RoomQuery::MemberList {
                 room_id,
                 next_flag,
                 count,
             } => {
                 let (members, next_flag) = rooms
                     .member_page(caller, &room_id, next_flag.as_deref(), count)
-                    .await
-                    .map_err(wire)?;
+                    .await?;
                 let page = ops::MemberPage {
                     room_id: &room_id,
                     member_list: &members,
@@ -164,9 +171,8 @@ impl Session {
                 };
                 protocol::ok_reply(id, &page)
             }
-            RoomRequest::RenewToken { token } => return self.renew_token(id, caller, &token).await,
-            RoomRequest::MemberCount { room_id } => {
-                let count = rooms.member_count(caller, &room_id).await.map_err(wire)?;
+            RoomQuery::MemberCount { room_id } => {
+                let count = rooms.member_count(caller, &room_id).await?;
                 protocol::ok_reply(
                     id,
                     &ops::MemberCount {
@@ -175,9 +181,7 @@ impl Session {
                     },
                 )
             }
-        };
-        self.reply(reply).await;
-        Ok(())
+        })
     }
 
     /// `leaveAllRoom`: every room this connection joined, in room order.
