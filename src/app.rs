@@ -14,6 +14,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::auth::{Authenticator, MIN_SECRET_BYTES};
+use crate::cluster::{LeaseSettings, NodeLease};
 use crate::config::{Config, Secret};
 use crate::embedded_pg::{EmbeddedOptions, EmbeddedPgError, EmbeddedPostgres};
 use crate::http::{self, HttpContext, OriginPolicy};
@@ -97,7 +98,8 @@ impl App {
         let shutdown = CancellationToken::new();
         let metrics = Arc::new(Metrics::default());
         let rates = Arc::new(RateLimits::new(&config.limits));
-        let sessions = sessions(&config, &store, &metrics, &rates, &shutdown).await?;
+        let port = local_addr.port();
+        let sessions = sessions(&config, port, &store, &metrics, &rates, &shutdown).await?;
         let retention = config.history_retention.map(|window| Retention {
             window,
             schedule: config.retention_schedule.clone(),
@@ -230,6 +232,7 @@ async fn database(
 /// leftover members are handled before the first connection.
 async fn sessions(
     config: &Config,
+    port: u16,
     store: &Store,
     metrics: &Arc<Metrics>,
     rates: &Arc<RateLimits>,
@@ -240,7 +243,7 @@ async fn sessions(
         join_limits: (&config.limits).into(),
         default_destroy_delay: config.room_destroy_delay,
         reconnect_grace: config.reconnect_grace,
-        node: config.node()?,
+        node: config.node(port)?,
         history_page_bytes: config.limits.max_history_page_bytes,
     };
     let rooms = Rooms::new(
@@ -252,6 +255,22 @@ async fn sessions(
     );
     let rooms = Arc::new(rooms);
     rooms.expire_previous_run().await?;
+    let connections = Connections::new(
+        config.limits.max_connections,
+        config.limits.max_connections_per_user,
+    );
+    let lease = LeaseSettings {
+        node: config.node(port)?,
+        lease: config.node_lease,
+    };
+    let lease = NodeLease::start(
+        store.clone(),
+        lease,
+        rooms.clone(),
+        connections.clone(),
+        shutdown.clone(),
+    )
+    .await?;
     let auth = Authenticator::new(
         config.auth_secret.as_ref().map(Secret::expose),
         config.admin_token.as_ref().map(Secret::expose),
@@ -262,12 +281,10 @@ async fn sessions(
         auth: Arc::new(auth),
         rates: rates.clone(),
         metrics: metrics.clone(),
-        connections: Connections::new(
-            config.limits.max_connections,
-            config.limits.max_connections_per_user,
-        ),
+        connections,
         settings: SessionSettings::from(config),
         shutdown: shutdown.clone(),
         sessions: TaskTracker::new(),
+        fenced: lease.fenced(),
     }))
 }

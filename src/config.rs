@@ -136,6 +136,12 @@ pub struct Config {
     #[arg(long, env = "ROOMD_NODE_ID")]
     pub node_id: Option<String>,
 
+    /// How long a node may go without renewing its lease (in the database)
+    /// before the other nodes treat it as gone and, after the reconnect
+    /// grace, remove the memberships it held.
+    #[arg(long, env = "ROOMD_NODE_LEASE", default_value = "10s", value_parser = duration)]
+    pub node_lease: Duration,
+
     /// How long a dropped connection keeps its memberships before its user
     /// leaves (e.g. 30s; 0: at once). Also how long members of a stopped or
     /// crashed run have to come back after a restart.
@@ -305,8 +311,10 @@ impl Config {
         Self::from_arg_matches(&matches).expect("the defaults are a config")
     }
 
-    /// The node id: as configured, or `<hostname>:<bind port>`.
-    pub(crate) fn node(&self) -> Result<NodeId, InvalidValue> {
+    /// The node id: as configured, or `<hostname>:<port>`, the port being
+    /// the one actually listened on (so `--bind` with port 0 still names
+    /// each process apart).
+    pub(crate) fn node(&self, port: u16) -> Result<NodeId, InvalidValue> {
         match &self.node_id {
             Some(id) => NodeId::parse(id.clone()),
             None => {
@@ -314,7 +322,7 @@ impl Config {
                     .ok()
                     .and_then(|h| h.into_string().ok())
                     .unwrap_or_else(|| "roomd".into());
-                NodeId::parse(format!("{host}:{}", self.bind.port()))
+                NodeId::parse(format!("{host}:{port}"))
             }
         }
     }

@@ -50,6 +50,7 @@
 
 mod app;
 mod auth;
+mod cluster;
 pub mod config;
 mod domain;
 pub mod embedded_pg;

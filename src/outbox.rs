@@ -79,6 +79,10 @@ impl CloseReason {
         code: 1013,
         reason: "server at its connection limit, try again later",
     };
+    pub(crate) const FENCED: Self = Self {
+        code: 1012,
+        reason: "node fenced; reconnect and join again",
+    };
     pub(crate) const CATCH_UP_FAILED: Self = Self {
         code: 1011,
         reason: "could not read history; reconnect and resume with sinceSeq",

@@ -22,7 +22,7 @@ pub(crate) enum ApiError {
     Unauthorized(#[from] AuthError),
     #[error("not a member of room '{0}'")]
     NotAMember(RoomId),
-    #[error("metrics need the admin token")]
+    #[error("this needs the admin token")]
     AdminOnly,
     #[error("{0}")]
     Forbidden(String),

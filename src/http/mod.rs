@@ -5,6 +5,7 @@
 //! ([`error`]).
 
 mod assets;
+mod cluster;
 mod error;
 mod health;
 mod origin;
@@ -308,6 +309,11 @@ fn routes(ctx: Arc<HttpContext>) -> impl Filter<Extract = (Response,), Error = I
         .and(with_ctx.clone())
         .and(authorization())
         .then(health::metrics);
+    let cluster = warp::path!("v1" / "cluster")
+        .and(get())
+        .and(with_ctx.clone())
+        .and(authorization())
+        .then(cluster::cluster);
     let messages = warp::path!("v1" / "rooms" / String / "messages")
         .and(get())
         .and(rest_parts())
@@ -340,6 +346,8 @@ fn routes(ctx: Arc<HttpContext>) -> impl Filter<Extract = (Response,), Error = I
         .or(readyz)
         .unify()
         .or(metrics)
+        .unify()
+        .or(cluster)
         .unify()
         .or(messages)
         .unify()

@@ -68,6 +68,11 @@ impl<K: Hash + Eq + Clone> Places<K> {
         Some(KeyedPlace(self.clone(), key.clone()))
     }
 
+    /// How many places are held in total.
+    pub(crate) fn held(&self) -> u32 {
+        self.total.load(Ordering::Acquire)
+    }
+
     /// A place in the total and one of `key`'s, or neither.
     pub(crate) fn open_for(self: &Arc<Self>, key: &K) -> Option<(Place<K>, KeyedPlace<K>)> {
         let keyed = self.claim(key)?;

@@ -64,6 +64,8 @@ pub(crate) enum RoomState {
 pub(crate) enum RoomStateReason {
     /// The server is stopping; memberships are kept for the reconnect grace.
     ServerShutdown,
+    /// This node lost its lease (several nodes): reconnect and join again.
+    NetworkDisconnected,
 }
 
 impl Event<'_> {

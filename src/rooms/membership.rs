@@ -117,6 +117,25 @@ impl Rooms {
         Ok(())
     }
 
+    /// Removes the memberships of nodes whose lease lapsed more than the
+    /// reconnect grace ago, and tells this node's connections in those rooms.
+    pub(crate) async fn sweep_dead_nodes(&self) -> Result<(), StoreError> {
+        let gone = self
+            .store
+            .sweep_dead_nodes(self.settings.reconnect_grace)
+            .await?;
+        if !gone.is_empty() {
+            tracing::info!(
+                count = gone.len(),
+                "removed memberships of nodes whose lease lapsed"
+            );
+        }
+        for (room_id, user) in &gone {
+            announce_left(&mut self.hub.lock(room_id).await, user);
+        }
+        Ok(())
+    }
+
     /// Fails with `not_in_room` unless this connection has joined the room;
     /// returns the first seq of the room's life, where its history starts.
     pub(crate) async fn require_joined(

@@ -124,6 +124,26 @@ async fn forget_earlier_client_ids(
     Ok(())
 }
 
+/// Starts the destruction countdown of those `rooms` that have no member
+/// left, as of now; rooms already counting down keep their deadline.
+pub(super) async fn mark_emptied(
+    tx: &mut PgConnection,
+    rooms: &[String],
+) -> Result<(), StoreError> {
+    sqlx::query!(
+        "update rooms r
+            set empty_since = now(),
+                destroy_at = now() + make_interval(secs => r.destroy_delay_secs)
+          where r.room_id = any($1)
+            and r.empty_since is null
+            and not exists (select 1 from members m where m.room_id = r.room_id)",
+        rooms
+    )
+    .execute(&mut *tx)
+    .await?;
+    Ok(())
+}
+
 /// Stored names were validated on the way in; this only guards a hand-edited row.
 pub(super) fn stored_name(name: String) -> RoomName {
     RoomName::parse(name).unwrap_or_else(|_| RoomName::parse("").expect("the empty name is valid"))

@@ -218,17 +218,7 @@ impl Store {
         .fetch_all(&mut *tx)
         .await?;
         let rooms: Vec<String> = gone.iter().map(|m| m.room_id.clone()).collect();
-        sqlx::query!(
-            "update rooms r
-                set empty_since = now(),
-                    destroy_at = now() + make_interval(secs => r.destroy_delay_secs)
-              where r.room_id = any($1)
-                and r.empty_since is null
-                and not exists (select 1 from members m where m.room_id = r.room_id)",
-            &rooms
-        )
-        .execute(&mut *tx)
-        .await?;
+        super::lifecycle::mark_emptied(&mut tx, &rooms).await?;
         tx.commit().await?;
         Ok(gone
             .into_iter()

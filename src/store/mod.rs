@@ -5,6 +5,7 @@
 mod lifecycle;
 mod members;
 mod messages;
+mod nodes;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -26,6 +27,7 @@ const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(3);
 pub(crate) use lifecycle::NewRoom;
 pub(crate) use members::{Entry, JoinError, Joined};
 pub(crate) use messages::{Appended, PageRequest, Pending};
+pub(crate) use nodes::NodeRow;
 
 /// What went wrong with the database, already sorted by what a client is
 /// told: `Unavailable` is `1008` (retry later), the rest `1009`. Cloneable

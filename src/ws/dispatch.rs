@@ -219,14 +219,14 @@ impl Session {
         Ok(())
     }
 
-    /// Tells the connection, room by room, that the server is going away
-    /// (its memberships survive for the reconnect grace).
-    pub(super) fn announce_shutdown(&self) {
+    /// Tells the connection, room by room, that the server ends its
+    /// presence there (shutting down, or fenced), just before the Close.
+    pub(super) fn announce(&self, reason: RoomStateReason) {
         for room_id in &self.joined {
             let event = Event::StateChanged {
                 room_id,
                 state: RoomState::Disconnected,
-                reason: RoomStateReason::ServerShutdown,
+                reason,
             };
             self.outbox.push(Frame::from(event.to_json()));
         }

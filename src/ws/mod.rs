@@ -18,6 +18,7 @@ use std::time::Duration;
 
 use hyper::http::{HeaderMap, HeaderValue, Method, Request};
 use hyper_util::rt::TokioIo;
+use tokio::sync::watch;
 use tokio_tungstenite::tungstenite::{self, protocol::WebSocketConfig};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -51,6 +52,8 @@ pub(crate) struct SessionContext {
     /// Upgraded sessions, which the HTTP server's graceful shutdown does not
     /// track; the server waits on this instead.
     pub(crate) sessions: TaskTracker,
+    /// Bumped when this node's lease was taken away: every session closes.
+    pub(crate) fenced: watch::Receiver<u64>,
 }
 
 /// The settings a session runs by.

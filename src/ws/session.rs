@@ -29,7 +29,7 @@ use crate::domain::UserId;
 use crate::limits::{AddressPlaces, ConnectionRates, KeyedPlace, Limited, Place};
 use crate::metrics::Refusal;
 use crate::outbox::{CloseReason, Closer, ConnId, Frame, Outbox, next_conn_id};
-use crate::protocol::{self, ErrorBody, ErrorCode, Event};
+use crate::protocol::{self, ErrorBody, ErrorCode, Event, RoomStateReason};
 use crate::rooms::Caller;
 
 /// Sends of one connection waiting for their commit at once. More in flight
@@ -172,6 +172,8 @@ enum Ended {
     Connection,
     /// The server is shutting down.
     Shutdown,
+    /// This node's lease was taken away.
+    Fenced,
 }
 
 impl Session {
@@ -182,9 +184,16 @@ impl Session {
         // connection; their replies go out if it is still open, and on
         // shutdown before the notice and the Close frame.
         self.settle(&mut in_flight).await;
-        if let Ended::Shutdown = ended {
-            self.announce_shutdown();
-            self.closer.close(CloseReason::GOING_AWAY);
+        match ended {
+            Ended::Shutdown => {
+                self.announce(RoomStateReason::ServerShutdown);
+                self.closer.close(CloseReason::GOING_AWAY);
+            }
+            Ended::Fenced => {
+                self.announce(RoomStateReason::NetworkDisconnected);
+                self.closer.close(CloseReason::FENCED);
+            }
+            Ended::Connection => {}
         }
     }
 
@@ -201,6 +210,8 @@ impl Session {
         tokio::pin!(idle);
         let token_timer = tokio::time::sleep(Duration::ZERO);
         tokio::pin!(token_timer);
+        let mut fenced = self.ctx.fenced.clone();
+        fenced.mark_unchanged();
         let mut token_step = None;
         loop {
             if let (None, Some(token)) = (token_step, &self.token) {
@@ -219,6 +230,7 @@ impl Session {
                 () = &mut idle => return self.closing(CloseReason::IDLE),
                 () = self.closer.closed() => return Ended::Connection,
                 () = self.ctx.shutdown.cancelled() => return Ended::Shutdown,
+                Ok(()) = fenced.changed() => return Ended::Fenced,
                 () = &mut login_deadline, if self.caller.is_none() => {
                     return self.closing(CloseReason::LOGIN_TIMEOUT);
                 }

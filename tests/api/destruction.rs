@@ -140,7 +140,13 @@ async fn a_restart_in_the_middle_of_the_delay_keeps_the_original_deadline() {
 #[tokio::test]
 async fn a_stop_keeps_memberships_for_the_next_start_to_clear() {
     let url = fresh_database().await;
-    let app = spawn_app_with(test_config(&url)).await;
+    // A restart of the same node: same node id, another port.
+    let config = || {
+        let mut config = test_config(&url);
+        config.node_id = Some("restarting-node".into());
+        config
+    };
+    let app = spawn_app_with(config()).await;
     let _a = create_with_delay(&app, "a", "kept", 1).await;
     let mut db = app.db().await;
     app.stop().await;
@@ -149,7 +155,7 @@ async fn a_stop_keeps_memberships_for_the_next_start_to_clear() {
         ["a"],
         "shutdown keeps memberships for the next start to clear"
     );
-    let app = spawn_app_with(test_config(&url)).await;
+    let app = spawn_app_with(config()).await;
     assert_eq!(members(&mut db).await, Vec::<String>::new());
     app.stop().await;
 }

@@ -9,7 +9,13 @@ use crate::helpers::{fresh_database, spawn_app, spawn_app_with, test_config};
 #[tokio::test]
 async fn a_restart_keeps_history_continues_seq_and_drops_stale_members() {
     let url = fresh_database().await;
-    let app = spawn_app_with(test_config(&url)).await;
+    // A restart of the same node: same node id, another port.
+    let config = || {
+        let mut config = test_config(&url);
+        config.node_id = Some("restarting-node".into());
+        config
+    };
+    let app = spawn_app_with(config()).await;
     let mut a = app.client("a").await;
     let mut b = app.client("b").await;
     a.create_named("keep", "Kept").await;
@@ -21,7 +27,7 @@ async fn a_restart_keeps_history_continues_seq_and_drops_stale_members() {
     a.expect_closed(1001).await;
     b.expect_closed(1001).await;
 
-    let app = spawn_app_with(test_config(&url)).await;
+    let app = spawn_app_with(config()).await;
     // Nobody is connected to the new process, so nobody is a member.
     let (status, room) = app.get("/v1/rooms/keep").await;
     assert_eq!(status, 200, "{room}");
