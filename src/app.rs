@@ -268,6 +268,7 @@ async fn sessions(
         lease,
         rooms.clone(),
         connections.clone(),
+        metrics.clone(),
         shutdown.clone(),
     )
     .await?;

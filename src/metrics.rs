@@ -90,10 +90,15 @@ pub(crate) struct Metrics {
     /// Retention runs completed, and messages they deleted.
     pub(crate) retention_runs: Counter,
     pub(crate) retention_failures: Counter,
+    /// Retention runs skipped because another node held the retention lock.
+    pub(crate) retention_skipped: Counter,
     pub(crate) messages_expired: Counter,
     /// Messages per group-commit transaction: how well concurrent sends
     /// share commits (PostgreSQL's insert ceiling depends on it).
     pub(crate) commit_batch_messages: Histogram,
+    /// Renewals of this node's lease, and times it was found taken away.
+    pub(crate) lease_renewals: Counter,
+    pub(crate) fencings: Counter,
     /// Things a limit refused, by limit.
     refusals: Family<RefusalLabels, Counter>,
     /// Connections the server closed, by close code.
@@ -112,8 +117,11 @@ impl Default for Metrics {
             sweep_seconds: Histogram::new(exponential_buckets(0.0005, 2.0, 16)),
             retention_runs: Counter::default(),
             retention_failures: Counter::default(),
+            retention_skipped: Counter::default(),
             messages_expired: Counter::default(),
             commit_batch_messages: Histogram::new(exponential_buckets(1.0, 2.0, 9)),
+            lease_renewals: Counter::default(),
+            fencings: Counter::default(),
             refusals: Family::default(),
             closes: Family::default(),
             log_lines: RateLimiter::keyed(Quota::per_second(NonZeroU32::MIN)),
@@ -146,6 +154,11 @@ impl Default for Metrics {
             metrics.retention_failures.clone(),
         );
         registry.register(
+            "retention_skipped",
+            "History retention runs skipped while another node ran it",
+            metrics.retention_skipped.clone(),
+        );
+        registry.register(
             "messages_expired",
             "Messages deleted by history retention",
             metrics.messages_expired.clone(),
@@ -154,6 +167,16 @@ impl Default for Metrics {
             "commit_batch_messages",
             "Messages submitted to one group-commit transaction",
             metrics.commit_batch_messages.clone(),
+        );
+        registry.register(
+            "lease_renewals",
+            "Renewals of this node's lease",
+            metrics.lease_renewals.clone(),
+        );
+        registry.register(
+            "fencings",
+            "Times this node found its lease taken away and closed its connections",
+            metrics.fencings.clone(),
         );
         registry.register(
             "limit_refusals",

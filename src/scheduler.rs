@@ -163,8 +163,12 @@ pub(crate) async fn expire_history(store: &Store, metrics: &Metrics, window: Dur
     };
     let cutoff = Utc::now() - window_chrono;
     let started = Instant::now();
-    match store.delete_messages_before(cutoff, RETENTION_BATCH).await {
-        Ok(deleted) => {
+    match store.expire_messages(cutoff, RETENTION_BATCH).await {
+        Ok(None) => {
+            metrics.retention_skipped.inc();
+            tracing::info!("history retention skipped: another node is running it");
+        }
+        Ok(Some(deleted)) => {
             metrics.retention_runs.inc();
             metrics.messages_expired.inc_by(deleted);
             tracing::info!(deleted, %cutoff, elapsed = ?started.elapsed(), "history retention ran");

@@ -16,6 +16,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::domain::NodeId;
 use crate::limits::Connections;
+use crate::metrics::Metrics;
 use crate::rooms::Rooms;
 use crate::store::{Store, StoreError};
 
@@ -44,6 +45,7 @@ impl NodeLease {
         settings: LeaseSettings,
         rooms: Arc<Rooms>,
         connections: Arc<Connections>,
+        metrics: Arc<Metrics>,
         shutdown: CancellationToken,
     ) -> Result<Self, StoreError> {
         let mut incarnation = fresh_incarnation();
@@ -61,8 +63,15 @@ impl NodeLease {
                     () = shutdown.cancelled() => return,
                 }
                 let held = connections.held();
-                if let Some(renewed) = renew(&store, &settings, incarnation, held, &fencing).await {
-                    incarnation = renewed;
+                match renew(&store, &settings, incarnation, held, &fencing).await {
+                    Renewal::Renewed => {
+                        metrics.lease_renewals.inc();
+                    }
+                    Renewal::Fenced(fresh) => {
+                        metrics.fencings.inc();
+                        incarnation = fresh.unwrap_or(incarnation);
+                    }
+                    Renewal::Failed => {}
                 }
                 if let Err(e) = rooms.sweep_dead_nodes().await {
                     tracing::warn!(error = %e, "could not sweep lapsed node leases");
@@ -78,36 +87,43 @@ impl NodeLease {
     }
 }
 
-/// One renewal; after a fencing, registers anew and returns the new
-/// incarnation.
+/// What one renewal found.
+enum Renewal {
+    Renewed,
+    /// The lease was taken away; the new incarnation, when registering
+    /// again worked (else the next tick finds none and tries again).
+    Fenced(Option<i64>),
+    /// The database did not answer; the next tick tries again.
+    Failed,
+}
+
+/// One renewal; after a fencing, registers anew.
 async fn renew(
     store: &Store,
     settings: &LeaseSettings,
     incarnation: i64,
     connections: u32,
     fencing: &watch::Sender<u64>,
-) -> Option<i64> {
+) -> Renewal {
     let node = &settings.node;
-    match store
-        .renew_node(node, incarnation, settings.lease, connections)
-        .await
-    {
-        Ok(true) => None,
+    let renewed = store.renew_node(node, incarnation, settings.lease, connections);
+    match renewed.await {
+        Ok(true) => Renewal::Renewed,
         Ok(false) => {
             tracing::warn!(%node, "this node's lease was taken away: closing its connections");
             fencing.send_modify(|generation| *generation += 1);
             let fresh = fresh_incarnation();
             match store.register_node(node, fresh, settings.lease).await {
-                Ok(()) => Some(fresh),
+                Ok(()) => Renewal::Fenced(Some(fresh)),
                 Err(e) => {
                     tracing::warn!(error = %e, "could not register again; retrying");
-                    None
+                    Renewal::Fenced(None)
                 }
             }
         }
         Err(e) => {
             tracing::warn!(error = %e, "could not renew this node's lease");
-            None
+            Renewal::Failed
         }
     }
 }

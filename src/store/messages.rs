@@ -86,6 +86,10 @@ impl MessageRow {
     }
 }
 
+/// The advisory lock history retention runs under ("retention" in ASCII,
+/// cut to 8 bytes).
+const RETENTION_LOCK: i64 = 0x7265_7465_6e74_696f;
+
 /// What a history read asks for.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct PageRequest {
@@ -344,11 +348,43 @@ impl Store {
         .await?)
     }
 
-    /// History retention: deletes messages stored before `cutoff`, room by
-    /// room through the `(room_id, created_at)` index, at most `batch` rows
-    /// per statement so no transaction holds many locks or blocks senders
-    /// for long. Returns how many messages were deleted.
-    pub(crate) async fn delete_messages_before(
+    /// History retention, once per cluster at a time: under a session
+    /// advisory lock, so when several nodes run it at once all but one skip
+    /// (`None`). PostgreSQL releases the lock if the connection dies.
+    pub(crate) async fn expire_messages(
+        &self,
+        cutoff: DateTime<Utc>,
+        batch: i64,
+    ) -> Result<Option<u64>, StoreError> {
+        let mut holder = self.pool.acquire().await?;
+        let locked = sqlx::query_scalar!(
+            r#"select pg_try_advisory_lock($1) as "locked!""#,
+            RETENTION_LOCK
+        )
+        .fetch_one(&mut *holder)
+        .await?;
+        if !locked {
+            return Ok(None);
+        }
+        let deleted = self.delete_messages_before(cutoff, batch).await;
+        let unlocked = sqlx::query_scalar!(
+            r#"select pg_advisory_unlock($1) as "unlocked!""#,
+            RETENTION_LOCK
+        )
+        .fetch_one(&mut *holder)
+        .await;
+        if unlocked.is_err() {
+            // Never hand a connection that may still hold the lock back to the pool.
+            let _ = holder.close().await;
+        }
+        deleted.map(Some)
+    }
+
+    /// Deletes messages stored before `cutoff`, room by room through the
+    /// `(room_id, created_at)` index, at most `batch` rows per statement so
+    /// no transaction holds many locks or blocks senders for long. Returns
+    /// how many messages were deleted.
+    async fn delete_messages_before(
         &self,
         cutoff: DateTime<Utc>,
         batch: i64,

@@ -539,3 +539,34 @@ async fn retention_deletes_only_messages_older_than_the_window() {
     assert_eq!(a.say("old-and-new", "m7").await["seq"], 7);
     app.stop().await;
 }
+
+#[tokio::test]
+async fn retention_runs_once_at_a_time_across_nodes() {
+    let mut config = test_config(&fresh_database().await);
+    config.history_retention = Some(Duration::from_secs(3600));
+    config.retention_schedule = "* * * * * *".into();
+    let app = spawn_app_with(config).await;
+    let mut a = app.client("a").await;
+    a.create("r").await;
+    a.say("r", "old").await;
+    let mut db = app.db().await;
+    sqlx::query("update messages set created_at = now() - interval '2 hours'")
+        .execute(&mut db)
+        .await
+        .unwrap();
+    // Another node is running retention: it holds the lock (the constant
+    // is `RETENTION_LOCK` in src/store/messages.rs).
+    let mut other_node = app.db().await;
+    sqlx::query("select pg_advisory_lock(8243122671965202799)")
+        .execute(&mut other_node)
+        .await
+        .unwrap();
+    app.wait_for_metric("roomd_retention_skipped_total", 2.0)
+        .await;
+    assert_eq!(a.history("r").await.len(), 1, "nothing deleted meanwhile");
+    assert_eq!(app.metric("roomd_retention_runs_total").await, 0.0);
+    drop(other_node);
+    app.wait_for_metric("roomd_retention_runs_total", 1.0).await;
+    assert!(a.history("r").await.is_empty());
+    app.stop().await;
+}
