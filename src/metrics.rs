@@ -109,7 +109,6 @@ pub(crate) struct Metrics {
 
 impl Default for Metrics {
     fn default() -> Self {
-        let mut registry = Registry::with_prefix("roomd");
         let metrics = Self {
             rooms_destroyed: Counter::default(),
             sweeps: Counter::default(),
@@ -127,71 +126,85 @@ impl Default for Metrics {
             log_lines: RateLimiter::keyed(Quota::per_second(NonZeroU32::MIN)),
             registry: Registry::default(),
         };
-        registry.register(
-            "rooms_destroyed",
-            "Empty rooms destroyed after their delay",
-            metrics.rooms_destroyed.clone(),
-        );
-        registry.register("sweeps", "Empty-room sweeps run", metrics.sweeps.clone());
-        registry.register(
-            "sweep_failures",
-            "Empty-room sweeps that failed and were retried at the next tick",
-            metrics.sweep_failures.clone(),
-        );
-        registry.register(
-            "sweep_seconds",
-            "Duration of one empty-room sweep",
-            metrics.sweep_seconds.clone(),
-        );
-        registry.register(
-            "retention_runs",
-            "History retention runs completed",
-            metrics.retention_runs.clone(),
-        );
-        registry.register(
-            "retention_failures",
-            "History retention runs that failed",
-            metrics.retention_failures.clone(),
-        );
-        registry.register(
-            "retention_skipped",
-            "History retention runs skipped while another node ran it",
-            metrics.retention_skipped.clone(),
-        );
-        registry.register(
-            "messages_expired",
-            "Messages deleted by history retention",
-            metrics.messages_expired.clone(),
-        );
-        registry.register(
-            "commit_batch_messages",
-            "Messages submitted to one group-commit transaction",
-            metrics.commit_batch_messages.clone(),
-        );
-        registry.register(
-            "lease_renewals",
-            "Renewals of this node's lease",
-            metrics.lease_renewals.clone(),
-        );
-        registry.register(
-            "fencings",
-            "Times this node found its lease taken away and closed its connections",
-            metrics.fencings.clone(),
-        );
-        registry.register(
-            "limit_refusals",
-            "Requests, messages, logins and connections a limit refused",
-            metrics.refusals.clone(),
-        );
-        registry.register(
-            "connections_closed",
-            "Connections the server closed, by WebSocket close code",
-            metrics.closes.clone(),
-        );
+        let registry = metrics.registered();
         Self {
             registry,
             ..metrics
         }
+    }
+}
+
+impl Metrics {
+    /// A registry with every metric under its name and help text.
+    fn registered(&self) -> Registry {
+        let mut registry = Registry::with_prefix("roomd");
+        let counters = [
+            (
+                "rooms_destroyed",
+                "Empty rooms destroyed after their delay",
+                &self.rooms_destroyed,
+            ),
+            ("sweeps", "Empty-room sweeps run", &self.sweeps),
+            (
+                "sweep_failures",
+                "Empty-room sweeps that failed and were retried at the next tick",
+                &self.sweep_failures,
+            ),
+            (
+                "retention_runs",
+                "History retention runs completed",
+                &self.retention_runs,
+            ),
+            (
+                "retention_failures",
+                "History retention runs that failed",
+                &self.retention_failures,
+            ),
+            (
+                "retention_skipped",
+                "History retention runs skipped while another node ran it",
+                &self.retention_skipped,
+            ),
+            (
+                "messages_expired",
+                "Messages deleted by history retention",
+                &self.messages_expired,
+            ),
+            (
+                "lease_renewals",
+                "Renewals of this node's lease",
+                &self.lease_renewals,
+            ),
+            (
+                "fencings",
+                "Times this node found its lease taken away and closed its connections",
+                &self.fencings,
+            ),
+        ];
+        for (name, help, counter) in counters {
+            registry.register(name, help, counter.clone());
+        }
+        registry.register(
+            "sweep_seconds",
+            "Duration of one empty-room sweep",
+            self.sweep_seconds.clone(),
+        );
+        registry.register(
+            "commit_batch_messages",
+            "Messages submitted to one group-commit transaction",
+            self.commit_batch_messages.clone(),
+        );
+        registry.register(
+            "limit_refusals",
+            "Requests, messages, logins and connections a limit refused",
+            self.refusals.clone(),
+        );
+        registry.register(
+            "connections_closed",
+            "Connections the server closed, by WebSocket close code",
+            self.closes.clone(),
+        );
+        registry
     }
 }
 
