@@ -217,22 +217,33 @@ impl Store {
         )
         .fetch_all(&mut *tx)
         .await?;
-        let rooms: Vec<String> = gone.iter().map(|m| m.room_id.clone()).collect();
-        super::lifecycle::mark_emptied(&mut tx, &rooms).await?;
-        tx.commit().await?;
-        Ok(gone
+        let gone = gone
             .into_iter()
-            .filter_map(|m| {
-                Some((
-                    RoomId::parse(m.room_id).ok()?,
-                    UserInfo {
-                        user_id: UserId::parse(m.user_id).ok()?,
-                        user_name: UserName::parse(m.user_name).ok()?,
-                    },
-                ))
-            })
-            .collect())
+            .map(|m| (m.room_id, m.user_id, m.user_name));
+        finish_removal(tx, gone.collect()).await
     }
+}
+
+/// Ends a sweep that removed these `(room, user, name)` memberships: rooms
+/// left empty start their countdown, in the same transaction. Returns who
+/// left which room (a hand-edited row that does not parse is skipped).
+pub(super) async fn finish_removal(
+    mut tx: sqlx::Transaction<'_, sqlx::Postgres>,
+    gone: Vec<(String, String, String)>,
+) -> Result<Vec<(RoomId, UserInfo)>, StoreError> {
+    let rooms: Vec<String> = gone.iter().map(|(room, _, _)| room.clone()).collect();
+    super::lifecycle::mark_emptied(&mut tx, &rooms).await?;
+    tx.commit().await?;
+    Ok(gone
+        .into_iter()
+        .filter_map(|(room, user, name)| {
+            let user = UserInfo {
+                user_id: UserId::parse(user).ok()?,
+                user_name: UserName::parse(name).ok()?,
+            };
+            Some((RoomId::parse(room).ok()?, user))
+        })
+        .collect())
 }
 
 /// The room as a join sees it, share-locked until the join commits so it

@@ -6,7 +6,7 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 
 use super::{Store, StoreError};
-use crate::domain::{NodeId, RoomId, UserId, UserInfo, UserName};
+use crate::domain::{NodeId, RoomId, UserInfo};
 
 /// A live node, as `GET /v1/cluster` shows it.
 #[derive(Debug, Clone)]
@@ -104,18 +104,9 @@ impl Store {
         )
         .fetch_all(&mut *tx)
         .await?;
-        let rooms: Vec<String> = gone.iter().map(|m| m.room_id.clone()).collect();
-        super::lifecycle::mark_emptied(&mut tx, &rooms).await?;
-        tx.commit().await?;
-        Ok(gone
+        let gone = gone
             .into_iter()
-            .filter_map(|m| {
-                let user = UserInfo {
-                    user_id: UserId::parse(m.user_id).ok()?,
-                    user_name: UserName::parse(m.user_name).ok()?,
-                };
-                Some((RoomId::parse(m.room_id).ok()?, user))
-            })
-            .collect())
+            .map(|m| (m.room_id, m.user_id, m.user_name));
+        super::members::finish_removal(tx, gone.collect()).await
     }
 }

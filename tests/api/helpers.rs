@@ -804,19 +804,16 @@ impl Client {
 
     /// The next event, which must tell that `user` (alone) joined.
     pub async fn expect_joined(&mut self, user: &str) -> Value {
-        let event = self.expect_event("roomMemberJoined").await;
-        assert_eq!(
-            event["memberList"].as_array().map(|list| list.len()),
-            Some(1),
-            "one member per event: {event}"
-        );
-        assert_eq!(event["memberList"][0]["userID"], user, "{event}");
-        event
+        self.expect_member_event("roomMemberJoined", user).await
     }
 
     /// The next event, which must tell that `user` (alone) left.
     pub async fn expect_left(&mut self, user: &str) -> Value {
-        let event = self.expect_event("roomMemberLeft").await;
+        self.expect_member_event("roomMemberLeft", user).await
+    }
+
+    async fn expect_member_event(&mut self, kind: &str, user: &str) -> Value {
+        let event = self.expect_event(kind).await;
         assert_eq!(
             event["memberList"].as_array().map(|list| list.len()),
             Some(1),
